@@ -1,0 +1,27 @@
+# Two entry points, each sets itself up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= mnist_data
+MODEL_DIR ?= models/mnist
+
+.PHONY: demo test export train evaluate predict clean
+
+# The virtualenv is rebuilt only when requirements.txt changes.
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) parse_mnist.py --out $(DATA)
+	$(PY) mnist_keras.py --mode train --data-dir $(DATA) --model-dir $(MODEL_DIR)
+	$(PY) mnist_keras.py --mode evaluate --data-dir $(DATA) --model-dir $(MODEL_DIR)
+	$(PY) mnist_keras.py --mode predict --data-dir $(DATA) --model-dir $(MODEL_DIR)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(DATA) $(MODEL_DIR)

@@ -1,0 +1,115 @@
+"""Evaluate a trained model on a whole labelled test tree: loss, accuracy,
+per-class precision/recall and the confusion matrix."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import artifacts
+from .folders import index_tree
+from .pipeline import decode_images, scale
+
+PREDICT_BATCH = 256  # images per forward pass: large batches amortise per-call overhead
+
+
+@dataclass
+class EvaluationReport:
+    """Results over every readable image of the test tree.
+
+    ``confusion[i][j]`` counts images of true class ``i`` predicted as ``j``
+    (rows and columns in ``class_names`` order). Precision of class ``j`` is
+    ``confusion[j][j] / sum(column j)``; recall of class ``i`` is
+    ``confusion[i][i] / sum(row i)``; both are ``None`` when undefined (0/0).
+    """
+
+    test_dir: str
+    images: int
+    loss: float
+    accuracy: float
+    class_names: list[str]
+    support: list[int]
+    precision: list[float | None]
+    recall: list[float | None]
+    confusion: list[list[int]]
+    skipped: list[list[str]]
+    missing_classes: list[str]
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> list[float | None]:
+    return [float(n / d) if d else None for n, d in zip(numerator, denominator)]
+
+
+def evaluate(model_dir: Path, test_dir: Path | None = None, progress: bool = True) -> EvaluationReport:
+    """Evaluate the best checkpoint of ``model_dir`` on every image of the test tree.
+
+    Args:
+        model_dir: a trained model directory (see :mod:`mnist_folders.artifacts`).
+        test_dir: the labelled test tree; default: the saved Setting's.
+        progress: show tqdm bars.
+
+    Returns:
+        The :class:`EvaluationReport`, also written to ``evaluation.json``.
+
+    Raises:
+        CheckpointError: no trained model in ``model_dir``.
+        DatasetError: the test tree is missing, empty, or has class folders the
+            model does not know (a subset of the classes is allowed).
+    """
+    model, setting, class_names = artifacts.load_trained_model(model_dir)
+    root = Path(test_dir) if test_dir else setting.test_path
+    index = index_tree(root, class_names, require_all=False)
+    decoded = decode_images(index.paths, setting, progress, "test images")
+    true = index.labels[decoded.kept]
+    probabilities = model.predict(scale(decoded.images), batch_size=PREDICT_BATCH, verbose=1 if progress else 0)
+    predicted = probabilities.argmax(axis=1)
+    num_classes = len(class_names)
+    loss = float(np.mean(keras.losses.categorical_crossentropy(np.eye(num_classes)[true], probabilities)))
+    confusion = tf.math.confusion_matrix(true, predicted, num_classes=num_classes).numpy()
+    diagonal = np.diag(confusion)
+    counts = index.class_counts()
+    report = EvaluationReport(
+        test_dir=str(root),
+        images=int(len(true)),
+        loss=loss,
+        accuracy=float(np.mean(predicted == true)),
+        class_names=class_names,
+        support=[int(n) for n in confusion.sum(axis=1)],
+        precision=_ratio(diagonal, confusion.sum(axis=0)),
+        recall=_ratio(diagonal, confusion.sum(axis=1)),
+        confusion=confusion.tolist(),
+        skipped=[list(item) for item in decoded.failed],
+        missing_classes=[name for name in class_names if counts.get(name, 0) == 0],
+    )
+    artifacts.write_json(model_dir / artifacts.EVALUATION, asdict(report))
+    return report
+
+
+def format_report(report: EvaluationReport) -> str:
+    """The report as text: totals, a per-class table and the confusion matrix."""
+    names = report.class_names
+    width = max(7, *(len(n) for n in names))
+    fmt = lambda v: "   -  " if v is None else f"{v:6.4f}"  # noqa: E731
+    lines = [
+        f"test images: {report.images} (from {report.test_dir})",
+        f"test loss: {report.loss:.4f}",
+        f"test accuracy: {report.accuracy:.4f} ({report.accuracy * 100:.2f} %)",
+        "",
+        f"{'class':>{width}}  precision  recall  support",
+    ]
+    for name, p, r, n in zip(names, report.precision, report.recall, report.support):
+        lines.append(f"{name:>{width}}     {fmt(p)}  {fmt(r)}  {n:7d}")
+    cell = max(5, len(str(max(max(row) for row in report.confusion))) + 1)
+    lines += ["", "confusion matrix (rows: true class, columns: predicted class)",
+              " " * width + "".join(f"{n[:cell - 1]:>{cell}}" for n in names)]
+    for name, row in zip(names, report.confusion):
+        lines.append(f"{name:>{width}}" + "".join(f"{v:>{cell}d}" for v in row))
+    if report.missing_classes:
+        lines.append(f"\nclasses with no test images (evaluated on a subset): {report.missing_classes}")
+    for path, reason in report.skipped:
+        lines.append(f"skipped {path}: {reason}")
+    return "\n".join(lines)

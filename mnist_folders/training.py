@@ -1,0 +1,135 @@
+"""Train a model from a class-per-folder tree: ``fit`` with checkpoints and history."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from . import artifacts
+from .errors import CheckpointError
+from .folders import FolderIndex, find_class_names, index_tree
+from .models import build_model
+from .pipeline import training_data
+from .settings import Setting
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch: best weights (by ``val_accuracy``), the full model, the history.
+
+    Keras' ``ModelCheckpoint`` and ``CSVLogger`` write in place; this writes
+    every file atomically, and in an order that makes ``last.keras`` the commit
+    point of an epoch, so a kill at any moment leaves a resumable directory.
+    """
+
+    def __init__(self, model_dir: Path, history: list[dict[str, float]], best: float | None):
+        super().__init__()
+        self.model_dir = model_dir
+        self.history = history
+        self.best = best
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, "seconds": time.perf_counter() - self._started}
+        val_accuracy = row.get("val_accuracy")
+        if val_accuracy is not None and (self.best is None or val_accuracy > self.best):
+            self.best = val_accuracy
+            artifacts.save_best_weights(self.model_dir, self.model, epoch + 1, val_accuracy)
+        self.history.append(row)
+        artifacts.save_last_model(self.model_dir, self.model)
+        artifacts.write_history(self.model_dir, self.history)
+
+
+@dataclass
+class TrainResult:
+    """Summary of a training run."""
+
+    epochs_run: int
+    best_val_accuracy: float | None
+    history: list[dict[str, float]]
+    model_dir: Path
+
+
+def prepare_index(setting: Setting) -> FolderIndex:
+    """Index the train tree with the Setting's class names (or the folders' own, sorted)."""
+    class_names = setting.class_names or find_class_names(setting.train_path)
+    return index_tree(setting.train_path, class_names)
+
+
+def _resume_state(setting: Setting, steps_per_epoch: int) -> tuple[keras.Model, int, list[dict[str, float]], float | None]:
+    """The model, completed epochs, history and best val_accuracy to resume from."""
+    model_dir = setting.model_path
+    model = artifacts.load_last_model(model_dir)
+    # The optimizer's step counter is saved inside last.keras, so it cannot
+    # disagree with the weights: it tells how many epochs that file completed.
+    done = int(model.optimizer.iterations.numpy()) // steps_per_epoch
+    history = [row for row in artifacts.read_history(model_dir) if row["epoch"] <= done]
+    best = artifacts.best_val_accuracy(model_dir)
+    return model, done, history, best
+
+
+def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", log=print) -> TrainResult:
+    """Train ``setting.model`` on ``setting.train_path`` into ``setting.model_path``.
+
+    Args:
+        setting: the run's configuration; its class names, when ``None``, are
+            taken from the train folder.
+        resume: continue from ``last.keras`` at the epoch after the last
+            completed one, with the optimizer state and the best-so-far
+            ``val_accuracy``; a finished run is not extended.
+        verbose: Keras' ``fit`` verbosity (0 silent, 1 progress bar, 2 a line per epoch).
+        log: where one-line messages go.
+
+    Raises:
+        DatasetError: the train tree is missing or unusable.
+        CheckpointError: the model directory is not writable, or ``resume``
+            finds no usable checkpoint or one for other classes.
+    """
+    model_dir = setting.model_path
+    index = prepare_index(setting)
+    setting = setting.replace(class_names=index.class_names)
+    artifacts.ensure_writable(model_dir)
+    if resume:
+        saved = artifacts.load_class_names(model_dir)
+        if saved != index.class_names:
+            raise CheckpointError(f"{model_dir / artifacts.CLASS_NAMES}: classes {saved} differ from the train folder's {index.class_names}")
+    counts = ", ".join(f"{name}: {n}" for name, n in index.class_counts().items())
+    log(f"{len(index)} images in {len(index.class_names)} classes under {index.root} ({counts})")
+    if index.ignored:
+        log(f"ignored {len(index.ignored)} non-image files, e.g. {index.ignored[0]}")
+    keras.utils.set_random_seed(setting.seed)
+    data = training_data(setting, index, progress=verbose != 0)
+    for path, reason in data.failed:
+        log(f"skipped {path}: {reason}")
+    log(f"training on {data.train_count} images, validating on {data.validation_count} "
+        f"(validation_split={setting.validation_split}, pipeline={setting.pipeline})")
+
+    if resume:
+        model, initial_epoch, history, best = _resume_state(setting, data.steps_per_epoch)
+        log(f"resuming after epoch {initial_epoch} of {setting.epochs} (best val_accuracy so far: {best})")
+    else:
+        model = build_model(setting.model, setting.input_shape, len(index.class_names),
+                            setting.optimizer, setting.learning_rate)
+        initial_epoch, history, best = 0, [], None
+        for stale in (artifacts.BEST_WEIGHTS, artifacts.BEST_INFO, artifacts.LAST_MODEL, artifacts.HISTORY):
+            (model_dir / stale).unlink(missing_ok=True)
+    artifacts.save_metadata(model_dir, setting, index.class_names)
+
+    checkpoint = EpochCheckpoint(model_dir, history, best)
+    if initial_epoch < setting.epochs:
+        model.fit(
+            data.train,
+            validation_data=data.validation,
+            epochs=setting.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[checkpoint],
+            verbose=verbose,
+            shuffle=False,  # both pipelines shuffle themselves; fit's own shuffle would only warn
+        )
+    return TrainResult(setting.epochs - initial_epoch, checkpoint.best, checkpoint.history, model_dir)

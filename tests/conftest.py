@@ -1,0 +1,42 @@
+"""Shared fixtures: small real MNIST trees exported and trained through the CLIs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST = REPO / "data" / "mnist"
+# Small enough for a fast suite, large enough for a meaningful accuracy.
+SUBSET = 5000
+EPOCHS = 3
+
+
+def run_cli(*args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python <script> args...`` from the repository root and capture its output."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """The first 5,000 train and test images of real MNIST, exported by parse_mnist.py."""
+    out = tmp_path_factory.mktemp("data") / "mnist_data"
+    run_cli(str(REPO / "parse_mnist.py"), "--out", str(out), "--limit", str(SUBSET), "--quiet")
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_model(small_data, tmp_path_factory) -> Path:
+    """A reference model trained through the CLI on the small tree (tf.data pipeline)."""
+    model_dir = tmp_path_factory.mktemp("models") / "mnist"
+    run_cli(str(REPO / "mnist_keras.py"), "--mode", "train", "--data-dir", str(small_data),
+            "--model-dir", str(model_dir), "--epochs", str(EPOCHS), "--quiet")
+    return model_dir
