@@ -27,6 +27,9 @@ SETTING_FLAGS = {
     "--image-height": dict(type=int),
     "--image-width": dict(type=int),
     "--color-mode": dict(choices=["grayscale", "rgb"]),
+    "--resize-method": dict(choices=["stretch", "pad", "crop"], help="how images of another size are fitted"),
+    "--invert": dict(choices=["auto", "true", "false"], help="predict: invert dark-on-light input (default auto)"),
+    "--class-weight": dict(choices=["none", "balanced"], help="train: weight classes by inverse frequency"),
     "--class-names": dict(type=lambda s: [n.strip() for n in s.split(",")],
                           help="comma-separated, in label order (default: train sub-folders, sorted)"),
     "--model": dict(help="model name (default cnn_64_128_256)"),
@@ -35,6 +38,10 @@ SETTING_FLAGS = {
     "--validation-split": dict(type=float),
     "--optimizer": dict(choices=["rmsprop", "adam", "sgd"]),
     "--learning-rate": dict(type=float),
+    "--lr-decay": dict(type=float, help="learning rate factor per epoch"),
+    "--rotation-range": dict(type=float, help="augmentation: degrees"),
+    "--shift-range": dict(type=float, help="augmentation: fraction of width/height"),
+    "--zoom-range": dict(type=float, help="augmentation: fraction"),
     "--seed": dict(type=int),
     "--pipeline": dict(choices=["tfdata", "idg"], help="tfdata (default) or idg (ImageDataGenerator)"),
 }
@@ -71,6 +78,8 @@ def main() -> int:
         result = train(setting, resume=args.resume, verbose=1 if progress and sys.stdout.isatty() else 2)
         best = "none" if result.best_val_accuracy is None else f"{result.best_val_accuracy:.4f}"
         print(f"best val_accuracy: {best}; checkpoints in {result.model_dir}")
+        if result.curves:
+            print(f"figure: {result.curves}")
     elif args.mode == "evaluate":
         from mnist_folders.evaluation import evaluate, format_report
 
@@ -82,7 +91,8 @@ def main() -> int:
         from mnist_folders.prediction import predict_folder
 
         folder = setting.predict_path if chosen & {"predict_dir", "data_dir"} else None
-        run = predict_folder(setting.model_path, folder, args.output, progress)
+        invert = setting.invert if "invert" in chosen else None
+        run = predict_folder(setting.model_path, folder, args.output, progress, invert)
         for path, reason in run.skipped:
             print(f"skipped {path}: {reason}", file=sys.stderr)
         if not run.predictions:

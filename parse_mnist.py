@@ -34,6 +34,7 @@ def main() -> int:
     args = parse_args()
     from mnist_folders.export import export_samples, export_split
     from mnist_folders.idx import load_split
+    from mnist_folders.plots import SAMPLES, samples_per_class
 
     for split in ("train", "test"):
         images, labels = load_split(args.source, split)
@@ -43,6 +44,8 @@ def main() -> int:
                              progress=not args.quiet, description=split)
         print(f"{split}: {len(images)} images -> {args.out / split} "
               f"({stats.written} written, {stats.skipped} already there)")
+        if split == "train":
+            print(f"figure: {samples_per_class(images, labels, args.out / SAMPLES)}")
         if split == "test":
             samples = export_samples(images, labels, args.out / "tmp")
             print(f"tmp: {len(samples)} sample images (one per class) -> {args.out / 'tmp'}")

@@ -12,6 +12,8 @@ nothing else::
                           last completed epoch: what --resume continues from
       history.csv         one row per completed epoch: loss, accuracy,
                           val_loss, val_accuracy, seconds
+      dataset.json        the training images: counts per class, files
+                          ignored or unreadable, share with a light background
       evaluation.json     written by evaluate
       predictions.csv     written by predict
 
@@ -37,6 +39,7 @@ BEST_WEIGHTS = "best.weights.h5"
 BEST_INFO = "best.json"
 LAST_MODEL = "last.keras"
 HISTORY = "history.csv"
+DATASET = "dataset.json"
 EVALUATION = "evaluation.json"
 PREDICTIONS = "predictions.csv"
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
@@ -177,3 +180,9 @@ def load_trained_model(model_dir: Path) -> tuple[Any, Setting, list[str]]:
         ) from None
     return model, setting, class_names
 
+
+
+def light_background_share(model_dir: Path) -> float:
+    """The share of training images with a light background (0.0 when unrecorded)."""
+    path = model_dir / DATASET
+    return float(read_json(path).get("light_background", 0.0)) if path.exists() else 0.0

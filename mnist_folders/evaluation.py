@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import artifacts
+from . import artifacts, plots
 from .folders import index_tree
 from .pipeline import decode_images, scale
 
@@ -38,6 +38,7 @@ class EvaluationReport:
     confusion: list[list[int]]
     skipped: list[list[str]]
     missing_classes: list[str]
+    figures: list[str]
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> list[float | None]:
@@ -84,7 +85,15 @@ def evaluate(model_dir: Path, test_dir: Path | None = None, progress: bool = Tru
         confusion=confusion.tolist(),
         skipped=[list(item) for item in decoded.failed],
         missing_classes=[name for name in class_names if counts.get(name, 0) == 0],
+        figures=[],
     )
+    wrong = np.flatnonzero(predicted != true)
+    report.figures = [
+        str(plots.confusion_matrix(report.confusion, class_names, model_dir / plots.CONFUSION_MATRIX)),
+        str(plots.misclassified(decoded.images[wrong], [class_names[i] for i in true[wrong]],
+                                [class_names[i] for i in predicted[wrong]], probabilities[wrong].max(axis=1),
+                                model_dir / plots.MISCLASSIFIED)),
+    ]
     artifacts.write_json(model_dir / artifacts.EVALUATION, asdict(report))
     return report
 
@@ -112,4 +121,5 @@ def format_report(report: EvaluationReport) -> str:
         lines.append(f"\nclasses with no test images (evaluated on a subset): {report.missing_classes}")
     for path, reason in report.skipped:
         lines.append(f"skipped {path}: {reason}")
+    lines += [f"figure: {path}" for path in report.figures]
     return "\n".join(lines)

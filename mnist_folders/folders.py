@@ -7,12 +7,14 @@ Layout::
       <class_b>/ ...
 
 Class names are the sub-folder names, sorted, unless given (which also fixes
-their order); label ``i`` is ``class_names[i]``. Files are listed exactly as
+their order); label ``i`` is ``class_names[i]``. Files are listed in the order
 Keras' ``flow_from_directory`` lists them (walk sorted by folder, files sorted
-by name, extensions in :data:`~mnist_folders.images.IMAGE_EXTENSIONS`), so the
-validation split is the same in both input pipelines: in each class, the
-**first** ``int(validation_split * n)`` files in that order are validation and
-the rest are training.
+by name), keeping extensions in :data:`~mnist_folders.images.IMAGE_EXTENSIONS`
+(any letter case) and leaving out hidden files and folders (names starting
+with a dot), which are counted in ``ignored``. In each class the **first**
+``int(validation_split * n)`` files in that order are validation and the rest
+training, as in Keras. (Keras' own lister also takes hidden files and skips
+gif; on trees with neither, both pipelines see exactly the same files.)
 """
 
 from __future__ import annotations
@@ -90,10 +92,16 @@ def find_class_names(root: str | Path) -> list[str]:
 def _list_class_files(folder: Path) -> tuple[list[str], list[str]]:
     """Image files under ``folder`` in Keras' listing order, and the other files."""
     images, others = [], []
-    for dirpath, _, files in sorted(os.walk(folder), key=lambda entry: entry[0]):
+    walked = []
+    for dirpath, dirnames, files in os.walk(folder):
+        others.extend(os.path.join(dirpath, d) for d in dirnames if d.startswith("."))
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # prune hidden folders from the walk
+        walked.append((dirpath, files))
+    for dirpath, files in sorted(walked, key=lambda entry: entry[0]):
         for name in sorted(files):
             path = os.path.join(dirpath, name)
-            (images if name.lower().endswith(IMAGE_EXTENSIONS) else others).append(path)
+            usable = not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+            (images if usable else others).append(path)
     return images, others
 
 

@@ -10,19 +10,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-# The extensions Keras' directory iterators list (lower-cased, compared case-insensitively).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
+# Image files by extension, compared case-insensitively: those Keras'
+# image_dataset_from_directory reads (bmp, gif, jpeg, jpg, png) plus the extra
+# ones its ImageDataGenerator lists (ppm, tif, tiff). Pillow decodes them all.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff")
+RESIZE_METHODS = ("stretch", "pad", "crop")
 
 
 class ImageReadError(Exception):
     """A file could not be read as an image; the message says why (no path)."""
-
-
-def is_image_name(name: str) -> bool:
-    """True for a non-hidden file name with one of :data:`IMAGE_EXTENSIONS`."""
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -55,11 +53,42 @@ def convert_mode(image: Image.Image, color_mode: str) -> Image.Image:
     return image.convert("L" if color_mode == "grayscale" else "RGB")
 
 
-def load_image(path: str | Path, height: int, width: int, color_mode: str) -> np.ndarray:
+def resize(image: Image.Image, height: int, width: int, method: str = "stretch") -> Image.Image:
+    """Resize to ``(width, height)`` pixels with bilinear interpolation.
+
+    ``stretch`` ignores the aspect ratio; ``pad`` keeps it and fills the
+    margins with black; ``crop`` keeps it and cuts the centre out.
+    """
+    if image.size == (width, height):
+        return image
+    bilinear = Image.Resampling.BILINEAR
+    if method == "pad":
+        return ImageOps.pad(image, (width, height), method=bilinear, color=0)
+    if method == "crop":
+        return ImageOps.fit(image, (width, height), method=bilinear)
+    return image.resize((width, height), bilinear)
+
+
+def border_is_lighter(image: np.ndarray) -> bool:
+    """True when the image's border is lighter than its centre: dark strokes on a light background.
+
+    ``image`` is ``(H, W)`` or ``(H, W, C)``. The border is the outer eighth of
+    each side (at least one pixel); the centre is the middle half.
+    """
+    gray = image.mean(axis=-1) if image.ndim == 3 else image
+    h, w = gray.shape
+    bh, bw = max(1, h // 8), max(1, w // 8)
+    ring = np.ones_like(gray, dtype=bool)
+    ring[bh : h - bh, bw : w - bw] = False
+    centre = gray[h // 4 : h - h // 4, w // 4 : w - w // 4]
+    return float(gray[ring].mean()) > float(centre.mean())
+
+
+def load_image(path: str | Path, height: int, width: int, color_mode: str, resize_method: str = "stretch") -> np.ndarray:
     """Read an image file as a ``(height, width, C)`` uint8 array.
 
     ``C`` is 1 for ``grayscale`` and 3 for ``rgb``. Images of another size are
-    resized with bilinear interpolation (aspect ratio not kept).
+    resized by :func:`resize` with ``resize_method``.
 
     Raises:
         ImageReadError: not an image, truncated or corrupt data, or
@@ -77,7 +106,6 @@ def load_image(path: str | Path, height: int, width: int, color_mode: str) -> np
         raise ImageReadError(f"refused: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"corrupt or truncated image ({exc})") from None
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    image = resize(image, height, width, resize_method)
     array = np.asarray(image, dtype=np.uint8)
     return array[..., np.newaxis] if array.ndim == 2 else array

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
@@ -59,7 +60,7 @@ def decode_images(paths: list[str], setting: Setting, progress: bool = False, de
 
     def decode(i: int) -> None:
         try:
-            images[i] = load_image(paths[i], h, w, setting.color_mode)
+            images[i] = load_image(paths[i], h, w, setting.color_mode, setting.resize_method)
             ok[i] = True
         except ImageReadError as exc:
             failed.append((paths[i], str(exc)))
@@ -84,18 +85,40 @@ class TrainingData:
 
     train: Any
     validation: Any
-    train_count: int
+    train_labels: np.ndarray  # (train_count,) int labels of the training subset
     validation_count: int
     steps_per_epoch: int
     failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def train_count(self) -> int:
+        return len(self.train_labels)
 
 
 def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[labels]
 
 
+def augmenter(setting: Setting) -> keras.Sequential:
+    """Keras random-transform layers for the Setting's rotation/shift/zoom ranges.
+
+    Uncovered pixels are filled with 0 (black, the MNIST background), as the
+    ``idg`` pipeline does with ``fill_mode="constant"``.
+    """
+    layers = keras.layers
+    fill = dict(fill_mode="constant", fill_value=0.0, seed=setting.seed)
+    steps = []
+    if setting.rotation_range:
+        steps.append(layers.RandomRotation(setting.rotation_range / 360.0, **fill))
+    if setting.shift_range:
+        steps.append(layers.RandomTranslation(setting.shift_range, setting.shift_range, **fill))
+    if setting.zoom_range:
+        steps.append(layers.RandomZoom(setting.zoom_range, setting.zoom_range, **fill))
+    return keras.Sequential(steps, name="augmentation")
+
+
 def tfdata_training(setting: Setting, index: FolderIndex, progress: bool = True) -> TrainingData:
-    """The ``tfdata`` pipeline: decode once, keep in memory, reshuffle every epoch."""
+    """The ``tfdata`` pipeline: decode once, keep in memory, reshuffle (and augment) every epoch."""
     decoded = decode_images(index.paths, setting, progress, "decode")
     labels = index.labels[decoded.kept]
     readable = FolderIndex(index.root, index.class_names, [index.paths[i] for i in decoded.kept], labels)
@@ -105,16 +128,19 @@ def tfdata_training(setting: Setting, index: FolderIndex, progress: bool = True)
             f"{index.root}: {len(readable)} readable images are too few for validation_split={setting.validation_split}"
         )
     num_classes = len(index.class_names)
+    augment = augmenter(setting) if setting.augments else None
 
-    def dataset(idx: np.ndarray, shuffle: bool) -> tf.data.Dataset:
+    def dataset(idx: np.ndarray, training: bool) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((decoded.images[idx], _one_hot(labels[idx], num_classes)))
-        if shuffle:
+        if training:
             ds = ds.shuffle(len(idx), seed=setting.seed, reshuffle_each_iteration=True)
         ds = ds.batch(setting.batch_size).map(lambda x, y: (scale(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        if training and augment is not None:
+            ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     steps = -(-len(train_idx) // setting.batch_size)
-    return TrainingData(dataset(train_idx, True), dataset(val_idx, False), len(train_idx), len(val_idx),
+    return TrainingData(dataset(train_idx, True), dataset(val_idx, False), labels[train_idx], len(val_idx),
                         steps, decoded.failed)
 
 
@@ -124,7 +150,18 @@ def idg_training(setting: Setting, index: FolderIndex) -> TrainingData:
     # pipeline, our reference. `keras.preprocessing.image` no longer exports it.
     from tensorflow.keras.preprocessing.image import ImageDataGenerator
 
-    generator = ImageDataGenerator(rescale=SCALE, validation_split=setting.validation_split)
+    plain = ImageDataGenerator(rescale=SCALE, validation_split=setting.validation_split)
+    # A second generator for the training subset only: validation is never augmented.
+    augmenting = ImageDataGenerator(
+        rescale=SCALE,
+        validation_split=setting.validation_split,
+        rotation_range=setting.rotation_range,
+        width_shift_range=setting.shift_range,
+        height_shift_range=setting.shift_range,
+        zoom_range=setting.zoom_range,
+        fill_mode="constant",
+        cval=0.0,
+    )
     common = dict(
         directory=str(index.root),
         target_size=(setting.image_height, setting.image_width),
@@ -135,9 +172,9 @@ def idg_training(setting: Setting, index: FolderIndex) -> TrainingData:
         seed=setting.seed,
         interpolation="bilinear",
     )
-    train = generator.flow_from_directory(subset="training", shuffle=True, **common)
-    validation = generator.flow_from_directory(subset="validation", shuffle=False, **common)
-    return TrainingData(train, validation, train.samples, validation.samples, len(train))
+    train = (augmenting if setting.augments else plain).flow_from_directory(subset="training", shuffle=True, **common)
+    validation = plain.flow_from_directory(subset="validation", shuffle=False, **common)
+    return TrainingData(train, validation, np.asarray(train.classes), validation.samples, len(train))
 
 
 def training_data(setting: Setting, index: FolderIndex, progress: bool = True) -> TrainingData:

@@ -13,6 +13,7 @@ import numpy as np
 from . import artifacts
 from .atomic import write_text
 from .errors import DatasetError
+from .images import border_is_lighter
 from .pipeline import decode_images, scale
 
 PREDICT_BATCH = 256  # images per forward pass
@@ -54,7 +55,7 @@ def list_files(folder: Path) -> list[str]:
 
 
 def predict_folder(model_dir: Path, folder: Path | None = None, output: Path | None = None,
-                   progress: bool = True) -> PredictionRun:
+                   progress: bool = True, invert: str | None = None) -> PredictionRun:
     """Predict every image under ``folder`` with the best checkpoint of ``model_dir``.
 
     Any file Pillow reads is converted to the model's input (size, color mode,
@@ -69,6 +70,8 @@ def predict_folder(model_dir: Path, folder: Path | None = None, output: Path | N
             Columns: path, class, confidence, top3 (``name:probability``
             pairs joined by ``;``).
         progress: show tqdm bars.
+        invert: ``auto``, ``true`` or ``false`` (see ``Setting.invert``);
+            default: the saved Setting's.
 
     Raises:
         CheckpointError: no trained model in ``model_dir``.
@@ -81,6 +84,11 @@ def predict_folder(model_dir: Path, folder: Path | None = None, output: Path | N
     run = PredictionRun([], decoded.failed)
     if len(decoded.kept) == 0:
         return run
+    invert = setting.invert if invert is None else invert
+    trained_light = artifacts.light_background_share(model_dir) > 0.5
+    for image in decoded.images:
+        if invert == "true" or (invert == "auto" and border_is_lighter(image) != trained_light):
+            np.subtract(255, image, out=image)
     probabilities = model.predict(scale(decoded.images), batch_size=PREDICT_BATCH, verbose=1 if progress else 0)
     k = min(TOP_K, len(class_names))
     ranked = np.argsort(-probabilities, axis=1)[:, :k]

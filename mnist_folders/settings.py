@@ -18,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SettingError
+from .images import RESIZE_METHODS
 
 COLOR_MODES = {"grayscale": 1, "rgb": 3}
 PIPELINES = ("tfdata", "idg")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 DEFAULT_DATA_DIR = "mnist_data"
+# Hyperparameters whose default depends on the model (ModelSpec fields of the same names).
+MODEL_DEFAULTS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_decay",
+                  "rotation_range", "shift_range", "zoom_range")
 
 
 @dataclass
@@ -40,18 +44,31 @@ class Setting:
         image_height, image_width: pixels the model sees; images of other
             sizes are resized.
         color_mode: ``grayscale`` (1 channel) or ``rgb`` (3 channels).
+        resize_method: ``stretch`` (ignore the aspect ratio), ``pad`` (keep
+            it, black margins) or ``crop`` (keep it, centre crop); ``pad`` and
+            ``crop`` need the ``tfdata`` pipeline.
+        invert: prediction input only. ``auto`` inverts an image whose
+            polarity (border lighter than centre: dark strokes on a light
+            background) differs from most training images; ``true`` always
+            inverts, ``false`` never.
 
     Classes:
         class_names: the class folder names in index order; ``None`` infers
             them from the train folder's sub-folders, sorted.
+        class_weight: ``none``, or ``balanced`` to weight each class's loss by
+            ``n_images / (n_classes * n_images_of_class)`` (unbalanced data).
 
-    Training:
+    Training (``None``: the model's own default, from its registry entry):
         model: a name from :data:`mnist_folders.models.MODELS`.
         epochs, batch_size: the usual; an epoch is one pass over the training
             subset.
         validation_split: fraction of each class held out for validation, in
             (0, 1); the first files of each class in sorted order.
         optimizer: ``rmsprop``, ``adam`` or ``sgd``; learning_rate its step size.
+        lr_decay: the learning rate is multiplied by this after every epoch.
+        rotation_range (degrees), shift_range, zoom_range (fractions of the
+            image size): random augmentation of training images; 0 is off.
+            Never applied to validation, evaluation or prediction.
         seed: seeds Python, NumPy, TensorFlow and the shuffles.
         pipeline: ``tfdata`` (decode once, cache, shuffle, prefetch) or ``idg``
             (the classic ``ImageDataGenerator.flow_from_directory``).
@@ -65,18 +82,45 @@ class Setting:
     image_height: int = 28
     image_width: int = 28
     color_mode: str = "grayscale"
+    resize_method: str = "stretch"
+    invert: str = "auto"
     class_names: list[str] | None = None
+    class_weight: str = "none"
     model: str = "cnn_64_128_256"
-    epochs: int = 8
-    batch_size: int = 32
+    # None: the model's own default (see MODELS in mnist_folders/models.py).
+    epochs: int | None = None
+    batch_size: int | None = None
     validation_split: float = 0.2
-    optimizer: str = "rmsprop"
-    learning_rate: float = 0.001
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    lr_decay: float | None = None
+    rotation_range: float | None = None
+    shift_range: float | None = None
+    zoom_range: float | None = None
     seed: int = 1337
     pipeline: str = "tfdata"
 
     def __post_init__(self) -> None:
+        if isinstance(self.invert, bool):  # TOML `invert = true` reads as a boolean
+            self.invert = "true" if self.invert else "false"
+        self._fill_model_defaults()
         self.validate()
+
+    def _fill_model_defaults(self) -> None:
+        """Replace ``None`` hyperparameters by the chosen model's defaults."""
+        from .models import MODELS  # deferred: importing Keras is slow and parse_mnist does not need it
+
+        spec = MODELS.get(self.model) if isinstance(self.model, str) else None
+        if spec is None:
+            return  # validate() reports the unknown model
+        for name in MODEL_DEFAULTS:
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(spec, name))
+
+    @property
+    def augments(self) -> bool:
+        """True when any augmentation range is non-zero."""
+        return bool(self.rotation_range or self.shift_range or self.zoom_range)
 
     # ---- derived values -------------------------------------------------
     @property
@@ -107,8 +151,12 @@ class Setting:
     # ---- validation -----------------------------------------------------
     def validate(self) -> None:
         """Check every value; raise :class:`SettingError` naming the first bad one."""
+        from .models import MODELS
+
+        _check_type("model", self.model, "str")
+        _check_choice("model", self.model, tuple(MODELS))
         for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), f.type)
+            _check_type(f.name, getattr(self, f.name), f.type if f.name not in MODEL_DEFAULTS else f.type.replace(" | None", ""))
         if self.epochs < 1:
             raise SettingError(f"epochs must be at least 1. Received: epochs={self.epochs}")
         if self.batch_size < 1:
@@ -119,17 +167,28 @@ class Setting:
             )
         if self.learning_rate <= 0:
             raise SettingError(f"learning_rate must be positive. Received: learning_rate={self.learning_rate}")
+        if not 0 < self.lr_decay <= 1:
+            raise SettingError(f"lr_decay must be in (0, 1]. Received: lr_decay={self.lr_decay}")
+        if not 0 <= self.rotation_range <= 180:
+            raise SettingError(f"rotation_range must be in [0, 180] degrees. Received: rotation_range={self.rotation_range}")
+        for name in ("shift_range", "zoom_range"):
+            if not 0 <= getattr(self, name) < 1:
+                raise SettingError(f"{name} must be in [0, 1). Received: {name}={getattr(self, name)}")
         if self.image_height < 1 or self.image_width < 1:
             raise SettingError(
                 f"image size must be positive. Received: image_height={self.image_height}, "
                 f"image_width={self.image_width}"
             )
         _check_choice("color_mode", self.color_mode, tuple(COLOR_MODES))
+        _check_choice("resize_method", self.resize_method, RESIZE_METHODS)
+        _check_choice("invert", self.invert, ("auto", "true", "false"))
+        _check_choice("class_weight", self.class_weight, ("none", "balanced"))
+        if self.pipeline == "idg" and self.resize_method != "stretch":
+            raise SettingError(
+                f"resize_method={self.resize_method!r} needs pipeline='tfdata' (ImageDataGenerator only stretches)"
+            )
         _check_choice("pipeline", self.pipeline, PIPELINES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        from .models import MODELS  # deferred: importing Keras is slow and parse_mnist does not need it
-
-        _check_choice("model", self.model, tuple(MODELS))
         if self.class_names is not None:
             if len(self.class_names) < 2:
                 raise SettingError(f"class_names needs at least 2 classes. Received: {self.class_names}")

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
-from . import artifacts
+from . import artifacts, plots
 from .errors import CheckpointError
 from .folders import FolderIndex, find_class_names, index_tree
 from .models import build_model
-from .pipeline import training_data
+from .images import border_is_lighter
+from .pipeline import TrainingData, decode_images, training_data
 from .settings import Setting
 
 
@@ -46,6 +48,33 @@ class EpochCheckpoint(keras.callbacks.Callback):
         artifacts.write_history(self.model_dir, self.history)
 
 
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """``n / (num_classes * n_c)`` per class present (scikit-learn's "balanced" rule)."""
+    counts = np.bincount(labels, minlength=num_classes)
+    return {c: float(len(labels) / (num_classes * n)) for c, n in enumerate(counts) if n}
+
+
+def dataset_summary(setting: Setting, index: FolderIndex, data: TrainingData, sample: int = 500) -> dict:
+    """What ``dataset.json`` records about the training images.
+
+    ``light_background`` is the share of (up to ``sample``, evenly spaced)
+    training images whose border is lighter than their centre; ``predict``
+    with ``invert="auto"`` uses it to recognise images of the other polarity.
+    """
+    picked = [index.paths[i] for i in np.linspace(0, len(index) - 1, min(sample, len(index))).astype(int)]
+    decoded = decode_images(picked, setting)
+    light = [border_is_lighter(image) for image in decoded.images]
+    return {
+        "train_dir": str(index.root),
+        "class_counts": index.class_counts(),
+        "train_images": data.train_count,
+        "validation_images": data.validation_count,
+        "ignored_files": len(index.ignored),
+        "unreadable_files": [path for path, _ in data.failed],
+        "light_background": float(np.mean(light)) if light else 0.0,
+    }
+
+
 @dataclass
 class TrainResult:
     """Summary of a training run."""
@@ -54,6 +83,7 @@ class TrainResult:
     best_val_accuracy: float | None
     history: list[dict[str, float]]
     model_dir: Path
+    curves: Path | None = None
 
 
 def prepare_index(setting: Setting) -> FolderIndex:
@@ -121,15 +151,28 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
             (model_dir / stale).unlink(missing_ok=True)
     artifacts.save_metadata(model_dir, setting, index.class_names)
 
+    artifacts.write_json(model_dir / artifacts.DATASET, dataset_summary(setting, index, data))
+    class_weight = balanced_class_weights(data.train_labels, len(index.class_names)) \
+        if setting.class_weight == "balanced" else None
+    if class_weight:
+        log("class weights: " + ", ".join(f"{index.class_names[c]}: {w:.3g}" for c, w in class_weight.items()))
+
     checkpoint = EpochCheckpoint(model_dir, history, best)
+    callbacks: list[keras.callbacks.Callback] = [checkpoint]
+    if setting.lr_decay < 1.0:
+        # A function of the epoch index, so a resumed run continues the same schedule.
+        base, decay = setting.learning_rate, setting.lr_decay
+        callbacks.insert(0, keras.callbacks.LearningRateScheduler(lambda epoch: base * decay**epoch))
     if initial_epoch < setting.epochs:
         model.fit(
             data.train,
             validation_data=data.validation,
             epochs=setting.epochs,
             initial_epoch=initial_epoch,
-            callbacks=[checkpoint],
+            callbacks=callbacks,
+            class_weight=class_weight,
             verbose=verbose,
             shuffle=False,  # both pipelines shuffle themselves; fit's own shuffle would only warn
         )
-    return TrainResult(setting.epochs - initial_epoch, checkpoint.best, checkpoint.history, model_dir)
+    curves = plots.training_curves(checkpoint.history, model_dir / plots.TRAINING_CURVES) if checkpoint.history else None
+    return TrainResult(setting.epochs - initial_epoch, checkpoint.best, checkpoint.history, model_dir, curves)
