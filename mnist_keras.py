@@ -75,7 +75,8 @@ def main() -> int:
         from mnist_folders.training import train
 
         # A live progress bar on a terminal; one line per epoch in logs and with --quiet.
-        result = train(setting, resume=args.resume, verbose=1 if progress and sys.stdout.isatty() else 2)
+        result = train(setting, resume=args.resume, verbose=1 if progress and sys.stdout.isatty() else 2,
+                       progress=progress)
         best = "none" if result.best_val_accuracy is None else f"{result.best_val_accuracy:.4f}"
         print(f"best val_accuracy: {best}; checkpoints in {result.model_dir}")
         if result.curves:

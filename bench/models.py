@@ -67,7 +67,8 @@ def main() -> int:
     for name in names:
         setting = Setting(data_dir=str(args.data_dir), model=name, model_dir=str(args.out / "models" / name))
         started = time.perf_counter()
-        result = train(setting, verbose=2, log=lambda message: print(f"[{name}] {message}", flush=True))
+        result = train(setting, verbose=2, log=lambda message: print(f"[{name}] {message}", flush=True),
+                       progress=False)
         wall = time.perf_counter() - started
         report = evaluate(setting.model_path, progress=False)
         model, _, _ = load_trained_model(setting.model_path)

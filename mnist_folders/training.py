@@ -104,7 +104,8 @@ def _resume_state(setting: Setting, steps_per_epoch: int) -> tuple[keras.Model, 
     return model, done, history, best
 
 
-def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", log=print) -> TrainResult:
+def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", log=print,
+          progress: bool = True) -> TrainResult:
     """Train ``setting.model`` on ``setting.train_path`` into ``setting.model_path``.
 
     Args:
@@ -115,6 +116,7 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
             ``val_accuracy``; a finished run is not extended.
         verbose: Keras' ``fit`` verbosity (0 silent, 1 progress bar, 2 a line per epoch).
         log: where one-line messages go.
+        progress: show a tqdm bar while images are decoded.
 
     Raises:
         DatasetError: the train tree is missing or unusable.
@@ -134,7 +136,7 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
     if index.ignored:
         log(f"ignored {len(index.ignored)} non-image files, e.g. {index.ignored[0]}")
     keras.utils.set_random_seed(setting.seed)
-    data = training_data(setting, index, progress=verbose != 0)
+    data = training_data(setting, index, progress=progress)
     for path, reason in data.failed:
         log(f"skipped {path}: {reason}")
     log(f"training on {data.train_count} images, validating on {data.validation_count} "

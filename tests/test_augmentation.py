@@ -1,0 +1,30 @@
+"""Augmentation changes training batches only, in both pipelines."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_folders.folders import index_tree
+from mnist_folders.pipeline import idg_training, tfdata_training
+from mnist_folders.settings import Setting
+
+
+def test_tfdata_augments_training_but_not_validation(small_data):
+    plain = Setting(data_dir=str(small_data), batch_size=128)
+    augmented = plain.replace(rotation_range=15.0, shift_range=0.1, zoom_range=0.1)
+    index = index_tree(plain.train_path)
+    a = tfdata_training(plain, index, progress=False)
+    b = tfdata_training(augmented, index, progress=False)
+    xa, ya = next(iter(a.train))
+    xb, yb = next(iter(b.train))
+    np.testing.assert_array_equal(ya.numpy(), yb.numpy())  # same shuffle, same images...
+    assert np.abs(xa.numpy() - xb.numpy()).mean() > 0.01  # ...moved around
+    np.testing.assert_array_equal(next(iter(a.validation))[0].numpy(), next(iter(b.validation))[0].numpy())
+
+
+def test_idg_augments_training_but_not_validation(small_data):
+    setting = Setting(data_dir=str(small_data), rotation_range=15.0, shift_range=0.1, pipeline="idg")
+    data = idg_training(setting, index_tree(setting.train_path))
+    assert data.train.image_data_generator.rotation_range == 15.0
+    assert data.validation.image_data_generator.rotation_range == 0
+    assert data.validation.image_data_generator.width_shift_range == 0.0
