@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         names = [flag, "--input"] if flag == "--predict-dir" else [flag]
         parser.add_argument(*names, dest=flag[2:].replace("-", "_"), default=None, **options)
     parser.add_argument("--resume", action="store_true", help="train: continue from the last completed epoch")
+    parser.add_argument("--strict", action="store_true",
+                        help="train: refuse unreadable image files instead of skipping and listing them")
     parser.add_argument("--output", type=Path, help="predict: CSV path (default <model_dir>/predictions.csv)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
@@ -76,7 +78,7 @@ def main() -> int:
 
         # A live progress bar on a terminal; one line per epoch in logs and with --quiet.
         result = train(setting, resume=args.resume, verbose=1 if progress and sys.stdout.isatty() else 2,
-                       progress=progress)
+                       progress=progress, strict=args.strict)
         best = "none" if result.best_val_accuracy is None else f"{result.best_val_accuracy:.4f}"
         print(f"best val_accuracy: {best}; checkpoints in {result.model_dir}")
         if result.curves:

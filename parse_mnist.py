@@ -36,8 +36,9 @@ def main() -> int:
     from mnist_folders.idx import load_split
     from mnist_folders.plots import SAMPLES, samples_per_class
 
-    for split in ("train", "test"):
-        images, labels = load_split(args.source, split)
+    # Read and check every input before writing anything.
+    splits = {split: load_split(args.source, split) for split in ("train", "test")}
+    for split, (images, labels) in splits.items():
         if args.limit:
             images, labels = images[: args.limit], labels[: args.limit]
         stats = export_split(images, labels, args.out / split, force=args.force, workers=args.workers,

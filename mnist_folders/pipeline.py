@@ -6,8 +6,9 @@ and both hold out the same validation files (see :mod:`mnist_folders.folders`).
 
 - ``tfdata`` (default): every file is decoded once, in parallel, into a uint8
   array held in memory (``N * H * W * C`` bytes: 47 MB for MNIST's 60,000
-  images); a ``tf.data`` pipeline reshuffles it each epoch, batches, rescales
-  and prefetches.
+  images); a ``tf.data`` pipeline reshuffles it each epoch (an order that
+  depends on the seed and the epoch number only), batches, rescales and
+  prefetches.
 - ``idg``: the classic ``ImageDataGenerator(rescale=1/255,
   validation_split=...)`` with ``flow_from_directory(subset=...)``, which
   re-reads and decodes every file every epoch.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -89,6 +91,8 @@ class TrainingData:
     validation_count: int
     steps_per_epoch: int
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # Called with the 0-based epoch before each epoch (the tfdata shuffle order depends on it).
+    set_epoch: Callable[[int], Any] | None = None
 
     @property
     def train_count(self) -> int:
@@ -129,23 +133,54 @@ def tfdata_training(setting: Setting, index: FolderIndex, progress: bool = True)
         )
     num_classes = len(index.class_names)
     augment = augmenter(setting) if setting.augments else None
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    def dataset(idx: np.ndarray, training: bool) -> tf.data.Dataset:
-        ds = tf.data.Dataset.from_tensor_slices((decoded.images[idx], _one_hot(labels[idx], num_classes)))
-        if training:
-            ds = ds.shuffle(len(idx), seed=setting.seed, reshuffle_each_iteration=True)
-        ds = ds.batch(setting.batch_size).map(lambda x, y: (scale(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    def finish(ds: tf.data.Dataset, training: bool) -> tf.data.Dataset:
+        ds = ds.map(lambda x, y: (scale(x), y), num_parallel_calls=tf.data.AUTOTUNE)
         if training and augment is not None:
             ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
+    train_images = tf.constant(decoded.images[train_idx])
+    train_targets = tf.constant(_one_hot(labels[train_idx], num_classes))
+    seed = tf.constant(setting.seed, tf.int64)
+
+    def epoch_order(_: tf.Tensor) -> tf.Tensor:
+        # The order is a function of (seed, epoch) only, so a run resumed at
+        # epoch k sees the same batches as an uninterrupted one.
+        return tf.random.experimental.stateless_shuffle(tf.range(len(train_idx)), seed=tf.stack([seed, epoch]))
+
+    train = (
+        tf.data.Dataset.from_tensors(0)
+        .map(epoch_order)
+        .unbatch()
+        .batch(setting.batch_size)
+        .map(lambda idx: (tf.gather(train_images, idx), tf.gather(train_targets, idx)))
+    )
+    validation = tf.data.Dataset.from_tensor_slices(
+        (decoded.images[val_idx], _one_hot(labels[val_idx], num_classes))
+    ).batch(setting.batch_size)
     steps = -(-len(train_idx) // setting.batch_size)
-    return TrainingData(dataset(train_idx, True), dataset(val_idx, False), labels[train_idx], len(val_idx),
-                        steps, decoded.failed)
+    return TrainingData(finish(train, True), finish(validation, False), labels[train_idx], len(val_idx),
+                        steps, decoded.failed, set_epoch=epoch.assign)
 
 
-def idg_training(setting: Setting, index: FolderIndex) -> TrainingData:
-    """The ``idg`` pipeline: ``ImageDataGenerator.flow_from_directory`` training and validation subsets."""
+def idg_training(setting: Setting, index: FolderIndex, progress: bool = False) -> TrainingData:
+    """The ``idg`` pipeline: ``ImageDataGenerator.flow_from_directory`` training and validation subsets.
+
+    Every file is test-decoded first: Keras would otherwise stop with a
+    traceback at the first unreadable file, possibly hours into training.
+
+    Raises:
+        DatasetError: unreadable image files (the ``tfdata`` pipeline skips them instead).
+    """
+    failed = decode_images(index.paths, setting, progress, "check images").failed
+    if failed:
+        path, reason = failed[0]
+        raise DatasetError(
+            f"{path}: {reason} ({len(failed)} unreadable files in {index.root}); remove them, "
+            "or use pipeline=tfdata, which skips and lists them"
+        )
     # Deprecated in Keras 3 and kept on purpose: it is the classic tutorial
     # pipeline, our reference. `keras.preprocessing.image` no longer exports it.
     from tensorflow.keras.preprocessing.image import ImageDataGenerator
@@ -180,5 +215,5 @@ def idg_training(setting: Setting, index: FolderIndex) -> TrainingData:
 def training_data(setting: Setting, index: FolderIndex, progress: bool = True) -> TrainingData:
     """The training and validation data of ``setting.pipeline``."""
     if setting.pipeline == "idg":
-        return idg_training(setting, index)
+        return idg_training(setting, index, progress)
     return tfdata_training(setting, index, progress)

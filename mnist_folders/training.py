@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from . import artifacts, plots
-from .errors import CheckpointError
+from .errors import CheckpointError, DatasetError
 from .folders import FolderIndex, find_class_names, index_tree
 from .models import build_model
 from .images import border_is_lighter
@@ -22,8 +22,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """After each epoch: best weights (by ``val_accuracy``), the full model, the history.
 
     Keras' ``ModelCheckpoint`` and ``CSVLogger`` write in place; this writes
-    every file atomically, and in an order that makes ``last.keras`` the commit
-    point of an epoch, so a kill at any moment leaves a resumable directory.
+    every file atomically (temporary file, then rename), so a kill at any
+    moment leaves a complete, resumable directory.
     """
 
     def __init__(self, model_dir: Path, history: list[dict[str, float]], best: float | None):
@@ -44,8 +44,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.best = val_accuracy
             artifacts.save_best_weights(self.model_dir, self.model, epoch + 1, val_accuracy)
         self.history.append(row)
-        artifacts.save_last_model(self.model_dir, self.model)
+        # last.keras is written last: it is the commit point of the epoch.
+        # A kill before it leaves history one row ahead, which resume trims.
         artifacts.write_history(self.model_dir, self.history)
+        artifacts.save_last_model(self.model_dir, self.model)
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -75,6 +77,31 @@ def dataset_summary(setting: Setting, index: FolderIndex, data: TrainingData, sa
     }
 
 
+def reseed(variables: list, seed: int, epoch: int) -> None:
+    """Set every Keras ``SeedGenerator`` state among ``variables`` from ``(seed, epoch)``."""
+    for i, variable in enumerate(v for v in variables if v.path.endswith("seed_generator_state")):
+        variable.assign(np.array([seed * 1009 + i, epoch << 24], dtype=variable.dtype))
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Make each epoch's randomness a function of ``(seed, epoch)``: data order and dropout masks.
+
+    ``last.keras`` does not keep the dropout layers' random-generator state,
+    and the tfdata order would otherwise restart; reseeding both at every
+    epoch start makes a resumed run train exactly like an uninterrupted one.
+    """
+
+    def __init__(self, seed: int, set_data_epoch=None):
+        super().__init__()
+        self.seed = seed
+        self.set_data_epoch = set_data_epoch
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        reseed(self.model.non_trainable_variables, self.seed, epoch)
+        if self.set_data_epoch is not None:
+            self.set_data_epoch(epoch)
+
+
 @dataclass
 class TrainResult:
     """Summary of a training run."""
@@ -89,6 +116,8 @@ class TrainResult:
 def prepare_index(setting: Setting) -> FolderIndex:
     """Index the train tree with the Setting's class names (or the folders' own, sorted)."""
     class_names = setting.class_names or find_class_names(setting.train_path)
+    if len(class_names) < 2:
+        raise DatasetError(f"{setting.train_path}: only one class folder {class_names}; a classifier needs at least 2")
     return index_tree(setting.train_path, class_names)
 
 
@@ -105,7 +134,7 @@ def _resume_state(setting: Setting, steps_per_epoch: int) -> tuple[keras.Model, 
 
 
 def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", log=print,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, strict: bool = False) -> TrainResult:
     """Train ``setting.model`` on ``setting.train_path`` into ``setting.model_path``.
 
     Args:
@@ -117,9 +146,12 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
         verbose: Keras' ``fit`` verbosity (0 silent, 1 progress bar, 2 a line per epoch).
         log: where one-line messages go.
         progress: show a tqdm bar while images are decoded.
+        strict: refuse to train when any image file is unreadable, instead of
+            skipping and listing it.
 
     Raises:
-        DatasetError: the train tree is missing or unusable.
+        DatasetError: the train tree is missing, has fewer than 2 classes, a
+            class without images, or (with ``strict``) an unreadable file.
         CheckpointError: the model directory is not writable, or ``resume``
             finds no usable checkpoint or one for other classes.
     """
@@ -137,6 +169,9 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
         log(f"ignored {len(index.ignored)} non-image files, e.g. {index.ignored[0]}")
     keras.utils.set_random_seed(setting.seed)
     data = training_data(setting, index, progress=progress)
+    if data.failed and strict:
+        path, reason = data.failed[0]
+        raise DatasetError(f"{path}: {reason} ({len(data.failed)} unreadable files; --strict refuses to skip them)")
     for path, reason in data.failed:
         log(f"skipped {path}: {reason}")
     log(f"training on {data.train_count} images, validating on {data.validation_count} "
@@ -161,6 +196,7 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
 
     checkpoint = EpochCheckpoint(model_dir, history, best)
     callbacks: list[keras.callbacks.Callback] = [checkpoint]
+    callbacks.insert(0, EpochSeeds(setting.seed, data.set_epoch))
     if setting.lr_decay < 1.0:
         # A function of the epoch index, so a resumed run continues the same schedule.
         base, decay = setting.learning_rate, setting.lr_decay
