@@ -44,6 +44,7 @@ SETTING_FLAGS = {
     "--zoom-range": dict(type=float, help="augmentation: fraction"),
     "--seed": dict(type=int),
     "--pipeline": dict(choices=["tfdata", "idg"], help="tfdata (default) or idg (ImageDataGenerator)"),
+    "--precision": dict(choices=["auto", "float32", "mixed_bfloat16"], help="numeric precision of training"),
 }
 
 

@@ -160,6 +160,7 @@ def load_trained_model(model_dir: Path) -> tuple[Any, Setting, list[str]]:
         CheckpointError: the directory, a file, or a match between them is
             missing (e.g. weights for a different number of classes).
     """
+    from . import precision
     from .models import build_model
 
     if not model_dir.is_dir():
@@ -169,6 +170,7 @@ def load_trained_model(model_dir: Path) -> tuple[Any, Setting, list[str]]:
         raise CheckpointError(f"{weights}: no checkpoint; train first (mnist_keras.py --mode train)")
     setting = load_setting(model_dir)
     class_names = load_class_names(model_dir)
+    precision.apply(setting.precision)  # weights are float32 under either policy
     model = build_model(setting.model, setting.input_shape, len(class_names), None, setting.learning_rate)
     try:
         # skip_mismatch=False: a file for another architecture or class count must fail, not half-load.

@@ -88,6 +88,7 @@ def evaluate(model_dir: Path, test_dir: Path | None = None, progress: bool = Tru
         figures=[],
     )
     wrong = np.flatnonzero(predicted != true)
+    wrong = wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")]  # most confident mistakes first
     report.figures = [
         str(plots.confusion_matrix(report.confusion, class_names, model_dir / plots.CONFUSION_MATRIX)),
         str(plots.misclassified(decoded.images[wrong], [class_names[i] for i in true[wrong]],

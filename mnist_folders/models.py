@@ -2,7 +2,10 @@
 and that model's training defaults.
 
 Inputs are float32 images scaled to [0, 1] by the input pipeline, shape
-``(H, W, C)``; outputs are ``(N, num_classes)`` softmax probabilities.
+``(H, W, C)``; outputs are ``(N, num_classes)`` float32 softmax probabilities.
+Every softmax layer is float32 (``dtype="float32"``), so that under the
+``mixed_bfloat16`` policy (see :mod:`mnist_folders.precision`) the loss is
+still computed in float32; under the default float32 policy it changes nothing.
 :func:`build_model` adds the optimizer and the loss (categorical
 cross-entropy). The "published" figures are the MNIST test accuracies the
 tutorials these models come from report, quoted by ``bench/models.py``.
@@ -33,7 +36,7 @@ def cnn_64_128_256(input_shape: tuple[int, int, int], num_classes: int) -> keras
             layers.Dropout(0.5),
             layers.Dense(256, activation="relu"),
             layers.Dropout(0.5),
-            layers.Dense(num_classes, activation="softmax"),
+            layers.Dense(num_classes, activation="softmax", dtype="float32"),
         ],
         name="cnn_64_128_256",
     )
@@ -47,7 +50,7 @@ def mlp(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
             keras.Input(shape=input_shape),
             layers.Flatten(),
             layers.Dense(pixels, activation="relu", kernel_initializer="random_normal"),
-            layers.Dense(num_classes, activation="softmax", kernel_initializer="random_normal"),
+            layers.Dense(num_classes, activation="softmax", kernel_initializer="random_normal", dtype="float32"),
         ],
         name="mlp",
     )
@@ -63,7 +66,7 @@ def cnn_small(input_shape: tuple[int, int, int], num_classes: int) -> keras.Mode
             layers.Dropout(0.2),
             layers.Flatten(),
             layers.Dense(128, activation="relu"),
-            layers.Dense(num_classes, activation="softmax"),
+            layers.Dense(num_classes, activation="softmax", dtype="float32"),
         ],
         name="cnn_small",
     )
@@ -82,7 +85,7 @@ def cnn_large(input_shape: tuple[int, int, int], num_classes: int) -> keras.Mode
             layers.Flatten(),
             layers.Dense(128, activation="relu"),
             layers.Dense(50, activation="relu"),
-            layers.Dense(num_classes, activation="softmax"),
+            layers.Dense(num_classes, activation="softmax", dtype="float32"),
         ],
         name="cnn_large",
     )
@@ -96,7 +99,7 @@ def cnn_64_32(input_shape: tuple[int, int, int], num_classes: int) -> keras.Mode
             layers.Conv2D(64, (3, 3), activation="relu"),
             layers.Conv2D(32, (3, 3), activation="relu"),
             layers.Flatten(),
-            layers.Dense(num_classes, activation="softmax"),
+            layers.Dense(num_classes, activation="softmax", dtype="float32"),
         ],
         name="cnn_64_32",
     )
@@ -114,7 +117,7 @@ def cnn_32_64_64(input_shape: tuple[int, int, int], num_classes: int) -> keras.M
             layers.Conv2D(64, (3, 3), activation="relu", padding="same"),
             layers.Flatten(),
             layers.Dense(64, activation="relu"),
-            layers.Dense(num_classes, activation="softmax"),
+            layers.Dense(num_classes, activation="softmax", dtype="float32"),
         ],
         name="cnn_32_64_64",
     )
@@ -151,7 +154,7 @@ def strong(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
             layers.BatchNormalization(),
             layers.ReLU(),
             layers.Dropout(0.4),
-            layers.Dense(num_classes, activation="softmax"),
+            layers.Dense(num_classes, activation="softmax", dtype="float32"),
         ],
         name="strong",
     )

@@ -150,17 +150,18 @@ def tfdata_training(setting: Setting, index: FolderIndex, progress: bool = True)
         # epoch k sees the same batches as an uninterrupted one.
         return tf.random.experimental.stateless_shuffle(tf.range(len(train_idx)), seed=tf.stack([seed, epoch]))
 
+    steps = -(-len(train_idx) // setting.batch_size)
     train = (
         tf.data.Dataset.from_tensors(0)
         .map(epoch_order)
         .unbatch()
         .batch(setting.batch_size)
+        .apply(tf.data.experimental.assert_cardinality(steps))  # lets Keras show "step k/steps"
         .map(lambda idx: (tf.gather(train_images, idx), tf.gather(train_targets, idx)))
     )
     validation = tf.data.Dataset.from_tensor_slices(
         (decoded.images[val_idx], _one_hot(labels[val_idx], num_classes))
     ).batch(setting.batch_size)
-    steps = -(-len(train_idx) // setting.batch_size)
     return TrainingData(finish(train, True), finish(validation, False), labels[train_idx], len(val_idx),
                         steps, decoded.failed, set_epoch=epoch.assign)
 

@@ -95,9 +95,10 @@ def image_grid(images: np.ndarray, titles: Sequence[str], path: Path, columns: i
 
 def misclassified(images: np.ndarray, true: Sequence[str], predicted: Sequence[str], confidence: Sequence[float],
                   path: Path, limit: int = 40) -> Path:
-    """Up to ``limit`` wrongly classified images titled ``true -> predicted (confidence)``."""
+    """Up to ``limit`` wrongly classified images titled ``true -> predicted (confidence)``, in the order given."""
     titles = [f"{t} -> {p} ({c:.0%})" for t, p, c in zip(true, predicted, confidence)][:limit]
-    return image_grid(images[:limit], titles, path, title=f"misclassified test images (first {min(limit, len(images))})")
+    shown = min(limit, len(images))
+    return image_grid(images[:limit], titles, path, title=f"misclassified test images ({shown} of {len(images)})")
 
 
 def samples_per_class(images: np.ndarray, labels: np.ndarray, path: Path, per_class: int = 10) -> Path:

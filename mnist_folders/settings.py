@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import SettingError
 from .images import RESIZE_METHODS
+from .precision import PRECISIONS
 
 COLOR_MODES = {"grayscale": 1, "rgb": 3}
 PIPELINES = ("tfdata", "idg")
@@ -72,6 +73,8 @@ class Setting:
         seed: seeds Python, NumPy, TensorFlow and the shuffles.
         pipeline: ``tfdata`` (decode once, cache, shuffle, prefetch) or ``idg``
             (the classic ``ImageDataGenerator.flow_from_directory``).
+        precision: ``float32``, ``mixed_bfloat16``, or ``auto`` (bfloat16
+            only on CPUs with AVX-512 BF16; see mnist_folders/precision.py).
     """
 
     data_dir: str = DEFAULT_DATA_DIR
@@ -99,6 +102,7 @@ class Setting:
     zoom_range: float | None = None
     seed: int = 1337
     pipeline: str = "tfdata"
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if isinstance(self.invert, bool):  # TOML `invert = true` reads as a boolean
@@ -188,6 +192,7 @@ class Setting:
                 f"resize_method={self.resize_method!r} needs pipeline='tfdata' (ImageDataGenerator only stretches)"
             )
         _check_choice("pipeline", self.pipeline, PIPELINES)
+        _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.class_names is not None:
             if len(self.class_names) < 2:

@@ -2,52 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from . import artifacts, plots
+from . import artifacts, plots, precision
+from .callbacks import EpochCheckpoint, EpochSeeds
 from .errors import CheckpointError, DatasetError
 from .folders import FolderIndex, find_class_names, index_tree
-from .models import build_model
 from .images import border_is_lighter
+from .models import build_model
 from .pipeline import TrainingData, decode_images, training_data
 from .settings import Setting
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """After each epoch: best weights (by ``val_accuracy``), the full model, the history.
-
-    Keras' ``ModelCheckpoint`` and ``CSVLogger`` write in place; this writes
-    every file atomically (temporary file, then rename), so a kill at any
-    moment leaves a complete, resumable directory.
-    """
-
-    def __init__(self, model_dir: Path, history: list[dict[str, float]], best: float | None):
-        super().__init__()
-        self.model_dir = model_dir
-        self.history = history
-        self.best = best
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, "seconds": time.perf_counter() - self._started}
-        val_accuracy = row.get("val_accuracy")
-        if val_accuracy is not None and (self.best is None or val_accuracy > self.best):
-            self.best = val_accuracy
-            artifacts.save_best_weights(self.model_dir, self.model, epoch + 1, val_accuracy)
-        self.history.append(row)
-        # last.keras is written last: it is the commit point of the epoch.
-        # A kill before it leaves history one row ahead, which resume trims.
-        artifacts.write_history(self.model_dir, self.history)
-        artifacts.save_last_model(self.model_dir, self.model)
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -75,31 +43,6 @@ def dataset_summary(setting: Setting, index: FolderIndex, data: TrainingData, sa
         "unreadable_files": [path for path, _ in data.failed],
         "light_background": float(np.mean(light)) if light else 0.0,
     }
-
-
-def reseed(variables: list, seed: int, epoch: int) -> None:
-    """Set every Keras ``SeedGenerator`` state among ``variables`` from ``(seed, epoch)``."""
-    for i, variable in enumerate(v for v in variables if v.path.endswith("seed_generator_state")):
-        variable.assign(np.array([seed * 1009 + i, epoch << 24], dtype=variable.dtype))
-
-
-class EpochSeeds(keras.callbacks.Callback):
-    """Make each epoch's randomness a function of ``(seed, epoch)``: data order and dropout masks.
-
-    ``last.keras`` does not keep the dropout layers' random-generator state,
-    and the tfdata order would otherwise restart; reseeding both at every
-    epoch start makes a resumed run train exactly like an uninterrupted one.
-    """
-
-    def __init__(self, seed: int, set_data_epoch=None):
-        super().__init__()
-        self.seed = seed
-        self.set_data_epoch = set_data_epoch
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        reseed(self.model.non_trainable_variables, self.seed, epoch)
-        if self.set_data_epoch is not None:
-            self.set_data_epoch(epoch)
 
 
 @dataclass
@@ -168,6 +111,7 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
     if index.ignored:
         log(f"ignored {len(index.ignored)} non-image files, e.g. {index.ignored[0]}")
     keras.utils.set_random_seed(setting.seed)
+    policy = precision.apply(setting.precision)
     data = training_data(setting, index, progress=progress)
     if data.failed and strict:
         path, reason = data.failed[0]
@@ -175,7 +119,7 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
     for path, reason in data.failed:
         log(f"skipped {path}: {reason}")
     log(f"training on {data.train_count} images, validating on {data.validation_count} "
-        f"(validation_split={setting.validation_split}, pipeline={setting.pipeline})")
+        f"(validation_split={setting.validation_split}, pipeline={setting.pipeline}, precision={policy})")
 
     if resume:
         model, initial_epoch, history, best = _resume_state(setting, data.steps_per_epoch)
@@ -195,8 +139,7 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
         log("class weights: " + ", ".join(f"{index.class_names[c]}: {w:.3g}" for c, w in class_weight.items()))
 
     checkpoint = EpochCheckpoint(model_dir, history, best)
-    callbacks: list[keras.callbacks.Callback] = [checkpoint]
-    callbacks.insert(0, EpochSeeds(setting.seed, data.set_epoch))
+    callbacks: list[keras.callbacks.Callback] = [EpochSeeds(setting.seed, data.set_epoch), checkpoint]
     if setting.lr_decay < 1.0:
         # A function of the epoch index, so a resumed run continues the same schedule.
         base, decay = setting.learning_rate, setting.lr_decay

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Prediction speed: ``--mode predict`` on folders of 1,000 and 10,000 PNGs
+against ``model.predict`` on the same images already in memory.
+
+Three figures per folder size, each the median of ``--repeats`` runs:
+- CLI: wall seconds of ``mnist_keras.py --mode predict`` (process start included);
+- library: ``predict_folder`` in a warm process (process start excluded: model
+  load, file decoding, batched prediction, CSV);
+- floor: ``model.predict`` on the decoded images as one in-memory array.
+
+    python bench/predict_speed.py [--model-dir bench/results/models/cnn_64_128_256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, fmt, machine_line, repeat, save
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "mnist")
+    parser.add_argument("--data-dir", type=Path, default=REPO / "mnist_data")
+    args = parser.parse_args()
+    from mnist_folders import cli
+
+    cli.quiet_tensorflow()
+    from mnist_folders.artifacts import load_trained_model
+    from mnist_folders.pipeline import decode_images, scale
+    from mnist_folders.prediction import list_files, predict_folder
+
+    tests = sorted((args.data_dir / "test").rglob("*.png"))
+    model, setting, _ = load_trained_model(args.model_dir)
+    rows, lines = {}, ["| images | CLI s, process start included | library s (images/s) | floor: model.predict s "
+                       "(images/s) | library / floor |", "| ---: | ---: | ---: | ---: | ---: |"]
+    for count in (1000, 10000):
+        with tempfile.TemporaryDirectory(dir=REPO / "bench") as tmp:
+            folder = Path(tmp)
+            for path in tests[:count]:
+                shutil.copy(path, folder / f"{path.parent.name}_{path.name}")
+            output = folder.parent / f".predictions-{count}.csv"
+
+            def run_cli() -> float:
+                started = time.perf_counter()
+                subprocess.run([sys.executable, str(REPO / "mnist_keras.py"), "--mode", "predict", "--model-dir",
+                                str(args.model_dir), "--input", str(folder), "--output", str(output), "--quiet"],
+                               check=True, capture_output=True)
+                return time.perf_counter() - started
+
+            def run_library() -> float:
+                started = time.perf_counter()
+                predict_folder(args.model_dir, folder, output, progress=False)
+                return time.perf_counter() - started
+
+            images = scale(decode_images(list_files(folder), setting).images)
+            model.predict(images[:256], verbose=0)  # warm-up, as the library run's model load includes one
+
+            def run_floor() -> float:
+                started = time.perf_counter()
+                model.predict(images, batch_size=256, verbose=0)
+                return time.perf_counter() - started
+
+            run_library()  # warm the page cache and TensorFlow once
+            stats = {name: repeat(fn, args.repeats) for name, fn in
+                     (("cli", run_cli), ("library", run_library), ("floor", run_floor))}
+            output.unlink(missing_ok=True)
+        ratio = stats["library"]["median"] / stats["floor"]["median"]
+        rows[count] = {**stats, "library_over_floor": ratio}
+        lines.append(f"| {count:,} | {fmt(stats['cli'], 2)} | {fmt(stats['library'], 2)} "
+                     f"({count / stats['library']['median']:.0f}) | {fmt(stats['floor'], 2)} "
+                     f"({count / stats['floor']['median']:.0f}) | {ratio:.2f}x |")
+        lines_latency = f"per-image latency at {count:,}: library {stats['library']['median'] / count * 1e3:.3f} ms"
+        print(lines_latency, flush=True)
+        rows[count]["latency_ms"] = stats["library"]["median"] / count * 1e3
+    save("predict_speed", machine_line(), "\n".join(lines), {"sizes": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

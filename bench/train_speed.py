@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Training throughput of the reference model: images/s and model FLOP utilisation.
+
+Each configuration trains the reference model (cnn_64_128_256) on MNIST
+images for a warm-up epoch and then a timed epoch of ``--images`` images; the
+figure is the timed epoch's images/s, median of ``--repeats`` runs, each in a
+fresh process. Model FLOP utilisation (MFU) = images/s x training FLOPs per
+image / the float32 SGEMM rate this script measures on the machine in the same
+run. Ratios are against the classic tutorial approach (ImageDataGenerator
+flows, RGB input, batch 32, float32).
+
+    python bench/train_speed.py [--repeats 3] [--images 12800] [--only NAME,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+from common import REPO, fmt, machine_line, repeat, save, sgemm_gflops, training_flops_per_image
+
+# name -> (input pipeline, color mode, batch size, precision)
+CONFIGS = {
+    "tutorial: idg rgb b32 fp32": ("idg", "rgb", 32, "float32"),
+    "idg b32 fp32": ("idg", "grayscale", 32, "float32"),
+    "tfdata b32 fp32": ("tfdata", "grayscale", 32, "float32"),
+    "numpy floor b32 fp32": ("numpy", "grayscale", 32, "float32"),
+    "tfdata b128 fp32": ("tfdata", "grayscale", 128, "float32"),
+    "tfdata b32 bf16": ("tfdata", "grayscale", 32, "mixed_bfloat16"),
+    "tfdata b128 bf16": ("tfdata", "grayscale", 128, "mixed_bfloat16"),
+    "tfdata b256 bf16": ("tfdata", "grayscale", 256, "mixed_bfloat16"),
+    "numpy floor b128 bf16": ("numpy", "grayscale", 128, "mixed_bfloat16"),
+}
+REFERENCE = "tutorial: idg rgb b32 fp32"
+
+
+def worker(pipeline: str, color_mode: str, batch: int, policy: str, images: int, data_dir: str) -> None:
+    """One measurement, in its own process: print the timed epoch's images/s and the model's FLOPs/image."""
+    from mnist_folders import cli
+
+    cli.quiet_tensorflow()
+    import keras
+    import numpy as np
+
+    from mnist_folders import precision
+    from mnist_folders.folders import index_tree
+    from mnist_folders.models import build_model
+    from mnist_folders.pipeline import decode_images, idg_training, scale, tfdata_training
+    from mnist_folders.settings import Setting
+
+    keras.utils.set_random_seed(1)
+    precision.apply(policy)
+    setting = Setting(data_dir=data_dir, color_mode=color_mode, batch_size=batch, pipeline="tfdata" if pipeline == "numpy" else pipeline)
+    index = index_tree(setting.train_path)
+    steps = images // batch
+    if pipeline == "numpy":
+        decoded = decode_images(index.paths[: steps * batch], setting)
+        x, y = scale(decoded.images), np.eye(10, dtype="float32")[index.labels[decoded.kept]]
+        fit_args = dict(x=x, y=y, batch_size=batch)
+    else:
+        data = (idg_training if pipeline == "idg" else tfdata_training)(setting, index)
+        train = data.train.repeat() if pipeline == "tfdata" else data.train
+        fit_args = dict(x=train, steps_per_epoch=steps)
+    model = build_model("cnn_64_128_256", setting.input_shape, 10, "rmsprop", 0.001)
+    times = []
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
+        on_epoch_end=lambda e, logs: times.append(time.perf_counter()),
+    )
+    model.fit(**fit_args, epochs=2, verbose=0, callbacks=[timer])
+    print(json.dumps({"images_per_s": steps * batch / (times[3] - times[2]),
+                      "flops_per_image": training_flops_per_image(model)}))
+
+
+def measure(name: str, images: int, data_dir: str) -> dict:
+    pipeline, color_mode, batch, policy = CONFIGS[name]
+    out = subprocess.run([sys.executable, __file__, "--worker", pipeline, color_mode, str(batch), policy,
+                          str(images), data_dir], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=12800, help="images in the timed epoch")
+    parser.add_argument("--data-dir", default=str(REPO / "mnist_data"))
+    parser.add_argument("--only", help="comma-separated configuration names")
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        pipeline, color_mode, batch, policy, images, data_dir = args.worker
+        worker(pipeline, color_mode, int(batch), policy, int(images), data_dir)
+        return 0
+    names = args.only.split(",") if args.only else list(CONFIGS)
+    if REFERENCE not in names:
+        names.insert(0, REFERENCE)
+    sgemm = repeat(lambda: sgemm_gflops(), args.repeats)
+    rows, flops = {}, 0.0
+    # Interleave the configurations across repeats so machine noise spreads evenly.
+    runs = {name: [] for name in names}
+    for _ in range(args.repeats):
+        for name in names:
+            result = measure(name, args.images, args.data_dir)
+            runs[name].append(result["images_per_s"])
+            flops = result["flops_per_image"]
+            print(f"{name}: {result['images_per_s']:.0f} images/s", flush=True)
+    ref = sorted(runs[REFERENCE])[len(runs[REFERENCE]) // 2]
+    lines = [f"SGEMM float32 (TensorFlow, 2048x2048): {fmt(sgemm, 0)} GFLOP/s; reference model: "
+             f"{flops / 1e6:.1f} MFLOP per training image (3x forward)", "",
+             "| configuration | images/s (median, min-max) | s per 48,000-image epoch | MFU | vs tutorial |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for name in names:
+        stats = repeat(iter(runs[name]).__next__, len(runs[name]))
+        mfu = stats["median"] * flops / (sgemm["median"] * 1e9)
+        rows[name] = {**stats, "mfu": mfu, "vs_tutorial": stats["median"] / ref}
+        lines.append(f"| {name} | {fmt(stats, 0)} | {48000 / stats['median']:.1f} | {mfu:.0%} | "
+                     f"{stats['median'] / ref:.2f}x |")
+    save("train_speed", machine_line(), "\n".join(lines), {"sgemm_gflops": sgemm, "flops_per_image": flops,
+                                                           "configs": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
