@@ -15,35 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import REPO, machine_line
 
-from mnist_folders import cli  # noqa: E402
-
-
-def machine_line() -> str:
-    """CPU model, core count and library versions, for the table's caption."""
-    import keras
-    import tensorflow as tf
-
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {len(os.sched_getaffinity(0))} cores, {platform.system()} {platform.machine()}, "
-            f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}")
+from mnist_folders import cli
 
 
 def main() -> int:
