@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be at least 1. Received: {args.limit}")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1. Received: {args.workers}")
     return args
 
 

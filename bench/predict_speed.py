@@ -77,8 +77,7 @@ def main() -> int:
         lines.append(f"| {count:,} | {fmt(stats['cli'], 2)} | {fmt(stats['library'], 2)} "
                      f"({count / stats['library']['median']:.0f}) | {fmt(stats['floor'], 2)} "
                      f"({count / stats['floor']['median']:.0f}) | {ratio:.2f}x |")
-        lines_latency = f"per-image latency at {count:,}: library {stats['library']['median'] / count * 1e3:.3f} ms"
-        print(lines_latency, flush=True)
+        print(f"per-image latency at {count:,}: library {stats['library']['median'] / count * 1e3:.3f} ms", flush=True)
         rows[count]["latency_ms"] = stats["library"]["median"] / count * 1e3
     save("predict_speed", machine_line(), "\n".join(lines), {"sizes": rows})
     return 0

@@ -12,9 +12,8 @@ import tensorflow as tf
 
 from . import artifacts, plots
 from .folders import index_tree
-from .pipeline import decode_images, scale
-
-PREDICT_BATCH = 256  # images per forward pass: large batches amortise per-call overhead
+from .pipeline import decode_images
+from .prediction import predict_probabilities
 
 
 @dataclass
@@ -66,7 +65,7 @@ def evaluate(model_dir: Path, test_dir: Path | None = None, progress: bool = Tru
     index = index_tree(root, class_names, require_all=False)
     decoded = decode_images(index.paths, setting, progress, "test images")
     true = index.labels[decoded.kept]
-    probabilities = model.predict(scale(decoded.images), batch_size=PREDICT_BATCH, verbose=1 if progress else 0)
+    probabilities = predict_probabilities(model, decoded.images, progress)
     predicted = probabilities.argmax(axis=1)
     num_classes = len(class_names)
     loss = float(np.mean(keras.losses.categorical_crossentropy(np.eye(num_classes)[true], probabilities)))

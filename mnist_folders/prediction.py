@@ -39,6 +39,11 @@ class PredictionRun:
     csv_path: Path | None = None
 
 
+def predict_probabilities(model, images: np.ndarray, progress: bool = False) -> np.ndarray:
+    """Softmax outputs ``(N, classes)`` float32 for ``(N, H, W, C)`` uint8 images, in batches."""
+    return model.predict(scale(images), batch_size=PREDICT_BATCH, verbose=1 if progress else 0)
+
+
 def list_files(folder: Path) -> list[str]:
     """Every non-hidden file under ``folder`` (sub-folders included), sorted.
 
@@ -89,7 +94,7 @@ def predict_folder(model_dir: Path, folder: Path | None = None, output: Path | N
     for image in decoded.images:
         if invert == "true" or (invert == "auto" and border_is_lighter(image) != trained_light):
             np.subtract(255, image, out=image)
-    probabilities = model.predict(scale(decoded.images), batch_size=PREDICT_BATCH, verbose=1 if progress else 0)
+    probabilities = predict_probabilities(model, decoded.images, progress)
     k = min(TOP_K, len(class_names))
     ranked = np.argsort(-probabilities, axis=1)[:, :k]
     for row, i in enumerate(decoded.kept):

@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
