@@ -34,7 +34,8 @@ def main() -> int:
 
     cli.quiet_tensorflow()
     from mnist_folders.artifacts import load_trained_model
-    from mnist_folders.pipeline import decode_images, scale
+    from mnist_folders.decoding import decode_images
+    from mnist_folders.pipeline import scale
     from mnist_folders.prediction import list_files, predict_folder
 
     tests = sorted((args.data_dir / "test").rglob("*.png"))

@@ -40,7 +40,8 @@ def worker(name: str, target: float, max_epochs: int, data_dir: str, seed: int) 
     from mnist_folders import precision
     from mnist_folders.folders import index_tree
     from mnist_folders.models import build_model
-    from mnist_folders.pipeline import decode_images, scale, training_data
+    from mnist_folders.decoding import decode_images
+    from mnist_folders.pipeline import scale, training_data
     from mnist_folders.settings import Setting
     from mnist_folders.callbacks import EpochSeeds
 

@@ -48,7 +48,8 @@ def worker(pipeline: str, color_mode: str, batch: int, policy: str, images: int,
     from mnist_folders import precision
     from mnist_folders.folders import index_tree
     from mnist_folders.models import build_model
-    from mnist_folders.pipeline import decode_images, idg_training, scale, tfdata_training
+    from mnist_folders.decoding import decode_images
+    from mnist_folders.pipeline import idg_training, scale, tfdata_training
     from mnist_folders.settings import Setting
 
     keras.utils.set_random_seed(1)

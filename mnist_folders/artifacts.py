@@ -150,6 +150,20 @@ def load_last_model(model_dir: Path) -> Any:
         raise CheckpointError(f"{path}: cannot load ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
 
+def load_trained_setting(model_dir: Path) -> Setting:
+    """The Setting of a model directory that holds a best checkpoint.
+
+    Raises:
+        CheckpointError: no directory, no ``best.weights.h5`` or no valid ``setting.json``.
+    """
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: no model directory; train first (mnist_keras.py --mode train)")
+    weights = model_dir / BEST_WEIGHTS
+    if not weights.exists():
+        raise CheckpointError(f"{weights}: no checkpoint; train first (mnist_keras.py --mode train)")
+    return load_setting(model_dir)
+
+
 def load_trained_model(model_dir: Path) -> tuple[Any, Setting, list[str]]:
     """The best model of a model directory, with its Setting and class names.
 
@@ -163,12 +177,8 @@ def load_trained_model(model_dir: Path) -> tuple[Any, Setting, list[str]]:
     from . import precision
     from .models import build_model
 
-    if not model_dir.is_dir():
-        raise CheckpointError(f"{model_dir}: no model directory; train first (mnist_keras.py --mode train)")
+    setting = load_trained_setting(model_dir)
     weights = model_dir / BEST_WEIGHTS
-    if not weights.exists():
-        raise CheckpointError(f"{weights}: no checkpoint; train first (mnist_keras.py --mode train)")
-    setting = load_setting(model_dir)
     class_names = load_class_names(model_dir)
     precision.apply(setting.precision)  # weights are float32 under either policy
     model = build_model(setting.model, setting.input_shape, len(class_names), None, setting.learning_rate)
@@ -181,7 +191,6 @@ def load_trained_model(model_dir: Path) -> tuple[Any, Setting, list[str]]:
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
         ) from None
     return model, setting, class_names
-
 
 
 def light_background_share(model_dir: Path) -> float:

@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from . import artifacts, plots
+from .decoding import decode_images
 from .folders import index_tree
-from .pipeline import decode_images
 from .prediction import predict_probabilities
 
 

@@ -50,7 +50,8 @@ def convert_mode(image: Image.Image, color_mode: str) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("L" if color_mode == "grayscale" else "RGB")
+    target = "L" if color_mode == "grayscale" else "RGB"
+    return image if image.mode == target else image.convert(target)
 
 
 def resize(image: Image.Image, height: int, width: int, method: str = "stretch") -> Image.Image:
@@ -69,19 +70,20 @@ def resize(image: Image.Image, height: int, width: int, method: str = "stretch")
     return image.resize((width, height), bilinear)
 
 
-def border_is_lighter(image: np.ndarray) -> bool:
-    """True when the image's border is lighter than its centre: dark strokes on a light background.
+def lighter_borders(images: np.ndarray) -> np.ndarray:
+    """Which images have a border lighter than their centre: dark strokes on a light background.
 
-    ``image`` is ``(H, W)`` or ``(H, W, C)``. The border is the outer eighth of
-    each side (at least one pixel); the centre is the middle half.
+    ``images`` is ``(N, H, W, C)`` (any dtype); returns ``(N,)`` bool. The
+    border is the outer eighth of each side (at least one pixel); the centre
+    is the middle half.
     """
-    gray = image.mean(axis=-1) if image.ndim == 3 else image
-    h, w = gray.shape
+    gray = images.mean(axis=-1, dtype=np.float64)
+    _, h, w = gray.shape
     bh, bw = max(1, h // 8), max(1, w // 8)
-    ring = np.ones_like(gray, dtype=bool)
+    ring = np.ones((h, w), dtype=bool)
     ring[bh : h - bh, bw : w - bw] = False
-    centre = gray[h // 4 : h - h // 4, w // 4 : w - w // 4]
-    return float(gray[ring].mean()) > float(centre.mean())
+    centre = gray[:, h // 4 : h - h // 4, w // 4 : w - w // 4].mean(axis=(1, 2))
+    return gray[:, ring].mean(axis=1) > centre
 
 
 def load_image(path: str | Path, height: int, width: int, color_mode: str, resize_method: str = "stretch") -> np.ndarray:
@@ -109,3 +111,22 @@ def load_image(path: str | Path, height: int, width: int, color_mode: str, resiz
     image = resize(image, height, width, resize_method)
     array = np.asarray(image, dtype=np.uint8)
     return array[..., np.newaxis] if array.ndim == 2 else array
+
+
+def load_images(paths: list[str], height: int, width: int, color_mode: str,
+                resize_method: str = "stretch") -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """:func:`load_image` for each path: ``(len(paths), height, width, C)`` uint8 and the failures.
+
+    An unreadable file leaves zeros in its row and is listed as
+    ``(position in paths, reason)``; nothing is raised for it. Kept in this
+    light module (NumPy and Pillow only) so that worker processes can import it
+    without TensorFlow.
+    """
+    images = np.zeros((len(paths), height, width, 1 if color_mode == "grayscale" else 3), dtype=np.uint8)
+    failed = []
+    for i, path in enumerate(paths):
+        try:
+            images[i] = load_image(path, height, width, color_mode, resize_method)
+        except ImageReadError as exc:
+            failed.append((i, str(exc)))
+    return images, failed

@@ -124,10 +124,15 @@ def cnn_32_64_64(input_shape: tuple[int, int, int], num_classes: int) -> keras.M
 
 
 def _conv_bn(filters: int, kernel: int, strides: int = 1) -> list[layers.Layer]:
-    """Conv (no bias: batch normalisation's shift replaces it), batch normalisation, relu."""
+    """Conv (no bias: batch normalisation's shift replaces it), batch normalisation, relu.
+
+    Momentum 0.9 (PyTorch's default; Keras' is 0.99): with 0.99 the moving
+    statistics lag so far behind in short runs that 2 epochs on 4,000 images
+    gave a validation accuracy anywhere from 0.30 to 0.89; with 0.9, 0.93-0.96.
+    """
     return [
         layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False),
-        layers.BatchNormalization(),
+        layers.BatchNormalization(momentum=0.9),
         layers.ReLU(),
     ]
 
@@ -151,7 +156,7 @@ def strong(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
             layers.Dropout(0.4),
             layers.Flatten(),
             layers.Dense(128, use_bias=False),
-            layers.BatchNormalization(),
+            layers.BatchNormalization(momentum=0.9),
             layers.ReLU(),
             layers.Dropout(0.4),
             layers.Dense(num_classes, activation="softmax", dtype="float32"),

@@ -16,64 +16,20 @@ and both hold out the same validation files (see :mod:`mnist_folders.folders`).
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
+from .decoding import decode_images
 from .errors import DatasetError
 from .folders import FolderIndex
-from .images import ImageReadError, load_image
 from .settings import Setting
 
 SCALE = 1.0 / 255.0
-
-
-@dataclass
-class DecodedImages:
-    """Images decoded into memory.
-
-    Attributes:
-        images: ``(N, H, W, C)`` uint8, the readable files in input order.
-        kept: ``(N,)`` indices into the input paths of the readable files.
-        failed: ``(path, reason)`` for each file that could not be read.
-    """
-
-    images: np.ndarray
-    kept: np.ndarray
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
-
-def decode_images(paths: list[str], setting: Setting, progress: bool = False, description: str = "decode") -> DecodedImages:
-    """Decode ``paths`` with :func:`~mnist_folders.images.load_image`, in threads.
-
-    Unreadable files are reported in ``failed`` and left out, never raised.
-    """
-    h, w, c = setting.input_shape
-    images = np.zeros((len(paths), h, w, c), dtype=np.uint8)
-    ok = np.zeros(len(paths), dtype=bool)
-    failed: list[tuple[str, str]] = []
-
-    def decode(i: int) -> None:
-        try:
-            images[i] = load_image(paths[i], h, w, setting.color_mode, setting.resize_method)
-            ok[i] = True
-        except ImageReadError as exc:
-            failed.append((paths[i], str(exc)))
-
-    workers = min(8, 2 * len(os.sched_getaffinity(0)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in tqdm(pool.map(decode, range(len(paths)), chunksize=256), total=len(paths),
-                      desc=description, unit="img", disable=not progress):
-            pass
-    kept = np.flatnonzero(ok)
-    return DecodedImages(images[kept], kept, sorted(failed))
 
 
 def scale(images: Any) -> Any:

@@ -9,14 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from . import artifacts
 from .atomic import write_text
+from .decoding import decode_chunks
 from .errors import DatasetError
-from .images import border_is_lighter
-from .pipeline import decode_images, scale
+from .images import lighter_borders
+from .pipeline import scale
 
-PREDICT_BATCH = 256  # images per forward pass
+PREDICT_BATCH_BYTES = 64 * 2**20  # float32 input per forward pass
 TOP_K = 3
 
 
@@ -39,9 +41,25 @@ class PredictionRun:
     csv_path: Path | None = None
 
 
+def batch_size(input_shape: tuple[int, ...]) -> int:
+    """Images per forward pass: up to 1,024, fewer for large images (about 64 MB of float32 input)."""
+    return max(8, min(1024, PREDICT_BATCH_BYTES // (4 * int(np.prod(input_shape)))))
+
+
 def predict_probabilities(model, images: np.ndarray, progress: bool = False) -> np.ndarray:
-    """Softmax outputs ``(N, classes)`` float32 for ``(N, H, W, C)`` uint8 images, in batches."""
-    return model.predict(scale(images), batch_size=PREDICT_BATCH, verbose=1 if progress else 0)
+    """Softmax outputs ``(N, classes)`` float32 for ``(N, H, W, C)`` uint8 images, in batches.
+
+    One ``predict_on_batch`` per batch of :func:`batch_size` images: cheaper
+    than ``model.predict``, which sets up a data adapter and a step loop per
+    call (``bench/predict_speed.py`` measures the two side by side).
+    """
+    step = batch_size(images.shape[1:])
+    outputs = [np.zeros((0, *model.output_shape[1:]), dtype=np.float32)]
+    with tqdm(total=len(images), desc="predict", unit="img", disable=not progress) as bar:
+        for start in range(0, len(images), step):
+            outputs.append(np.asarray(model.predict_on_batch(scale(images[start : start + step]))))
+            bar.update(len(outputs[-1]))
+    return np.concatenate(outputs)
 
 
 def list_files(folder: Path) -> list[str]:
@@ -65,8 +83,9 @@ def predict_folder(model_dir: Path, folder: Path | None = None, output: Path | N
 
     Any file Pillow reads is converted to the model's input (size, color mode,
     bit depth; see :func:`mnist_folders.images.load_image`); other files are
-    skipped and listed. All images go through the model in batches of
-    :data:`PREDICT_BATCH`.
+    skipped and listed. Worker processes decode the files in chunks while
+    the model predicts the chunks already decoded, in batches of
+    :func:`batch_size` images.
 
     Args:
         model_dir: a trained model directory.
@@ -82,23 +101,37 @@ def predict_folder(model_dir: Path, folder: Path | None = None, output: Path | N
         CheckpointError: no trained model in ``model_dir``.
         DatasetError: ``folder`` does not exist.
     """
-    model, setting, class_names = artifacts.load_trained_model(model_dir)
+    setting = artifacts.load_trained_setting(model_dir)
     folder = Path(folder) if folder else setting.predict_path
     paths = list_files(folder)
-    decoded = decode_images(paths, setting, progress, "read images")
-    run = PredictionRun([], decoded.failed)
-    if len(decoded.kept) == 0:
-        return run
     invert = setting.invert if invert is None else invert
     trained_light = artifacts.light_background_share(model_dir) > 0.5
-    for image in decoded.images:
-        if invert == "true" or (invert == "auto" and border_is_lighter(image) != trained_light):
-            np.subtract(255, image, out=image)
-    probabilities = predict_probabilities(model, decoded.images, progress)
+    run = PredictionRun([])
+    with decode_chunks(paths, setting) as chunks:  # decoding starts while the model loads
+        model, setting, class_names = artifacts.load_trained_model(model_dir)
+        parts, kept = [np.zeros((0, len(class_names)), dtype=np.float32)], [np.zeros(0, dtype=np.int64)]
+        with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
+            # Worker processes decode the next chunks while the model works on this one.
+            for chunk in chunks:
+                images = chunk.images
+                if invert == "true":
+                    images = 255 - images
+                elif invert == "auto":
+                    flip = lighter_borders(images) != trained_light
+                    images[flip] = 255 - images[flip]
+                parts.append(predict_probabilities(model, images))
+                kept.append(chunk.kept)
+                run.skipped.extend(chunk.failed)
+                bar.update(len(images) + len(chunk.failed))
+    run.skipped.sort()
+    probabilities, kept = np.concatenate(parts), np.concatenate(kept)
+    if len(kept) == 0:
+        return run
     k = min(TOP_K, len(class_names))
     ranked = np.argsort(-probabilities, axis=1)[:, :k]
-    for row, i in enumerate(decoded.kept):
-        top = [(class_names[j], float(probabilities[row, j])) for j in ranked[row]]
+    scores = np.take_along_axis(probabilities, ranked, axis=1).tolist()
+    for i, classes, top_scores in zip(kept, ranked.tolist(), scores):
+        top = [(class_names[j], p) for j, p in zip(classes, top_scores)]
         run.predictions.append(Prediction(paths[i], top[0][0], top[0][1], top))
     run.csv_path = Path(output) if output else model_dir / artifacts.PREDICTIONS
     write_text(run.csv_path, to_csv(run.predictions))

@@ -10,11 +10,12 @@ import numpy as np
 
 from . import artifacts, plots, precision
 from .callbacks import EpochCheckpoint, EpochSeeds
+from .decoding import decode_images
 from .errors import CheckpointError, DatasetError
 from .folders import FolderIndex, find_class_names, index_tree
-from .images import border_is_lighter
+from .images import lighter_borders
 from .models import build_model
-from .pipeline import TrainingData, decode_images, training_data
+from .pipeline import TrainingData, training_data
 from .settings import Setting
 
 
@@ -33,7 +34,7 @@ def dataset_summary(setting: Setting, index: FolderIndex, data: TrainingData, sa
     """
     picked = [index.paths[i] for i in np.linspace(0, len(index) - 1, min(sample, len(index))).astype(int)]
     decoded = decode_images(picked, setting)
-    light = [border_is_lighter(image) for image in decoded.images]
+    light = lighter_borders(decoded.images)
     return {
         "train_dir": str(index.root),
         "class_counts": index.class_counts(),
@@ -41,7 +42,7 @@ def dataset_summary(setting: Setting, index: FolderIndex, data: TrainingData, sa
         "validation_images": data.validation_count,
         "ignored_files": len(index.ignored),
         "unreadable_files": [path for path, _ in data.failed],
-        "light_background": float(np.mean(light)) if light else 0.0,
+        "light_background": float(np.mean(light)) if len(light) else 0.0,
     }
 
 

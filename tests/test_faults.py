@@ -132,7 +132,10 @@ def test_evaluate_and_predict_read_complete_checkpoints_while_training(small_dat
         mode = ["evaluate", "predict"][runs % 2]
         result = run_cli(CLI, "--mode", mode, "--data-dir", str(small_data), "--model-dir", str(model_dir),
                          "--quiet", check=False)
-        assert result.returncode == 0, result.stderr
+        # A fresh (not --resume) run removes the old checkpoint until its first epoch ends:
+        # then the one-line "no checkpoint" error is right; anything else must succeed.
+        no_checkpoint = result.returncode == 2 and "no checkpoint; train first" in result.stderr
+        assert result.returncode == 0 or (no_checkpoint and result.stderr.count("\n") == 1), result.stderr
         runs += 1
     assert process.wait() == 0
 

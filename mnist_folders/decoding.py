@@ -1,0 +1,99 @@
+"""Decode many image files into one uint8 array, on every core for large sets.
+
+Pillow's decoders hold Python's global interpreter lock for most of the work
+on small images, so threads do not help (measured on 60,000 MNIST PNGs with 2
+cores: 4 threads 14.7 s, one thread 3.3-3.9 s, 2 processes 2.1-2.6 s).
+Large sets are therefore split into chunks decoded by worker processes;
+small ones are decoded in this process, where starting workers (about
+0.25 s) would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+from tqdm import tqdm
+
+from .images import load_images
+from .settings import Setting
+
+PARALLEL_MIN_FILES = 8192  # below this, one process is as fast as several
+CHUNK_BYTES = 16 * 2**20  # most decoded bytes per chunk sent back by a worker (1,024 images at most)
+
+
+@dataclass
+class DecodedImages:
+    """Images decoded into memory.
+
+    Attributes:
+        images: ``(N, H, W, C)`` uint8, the readable files in input order.
+        kept: ``(N,)`` indices into the input paths of the readable files.
+        failed: ``(path, reason)`` for each file that could not be read.
+    """
+
+    images: np.ndarray
+    kept: np.ndarray
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+@contextmanager
+def decode_chunks(paths: list[str], setting: Setting) -> Iterator[Iterator[DecodedImages]]:
+    """Start decoding ``paths``; yield an iterator over consecutive chunks, in order.
+
+    Each chunk is a :class:`DecodedImages` whose ``kept`` indexes into the
+    whole of ``paths``. From :data:`PARALLEL_MIN_FILES` files on, one worker
+    process per core starts decoding on entry, so the caller can load a model
+    meanwhile, and keeps decoding while the caller works on the chunks already
+    taken (workers are spawned, not forked: the parent may run TensorFlow's
+    threads, which a fork does not copy safely). Leaving the block stops them.
+    """
+    h, w, c = setting.input_shape
+    size = max(16, min(1024, CHUNK_BYTES // (h * w * c)))
+    chunks = [paths[k : k + size] for k in range(0, len(paths), size)]
+    load = partial(load_images, height=h, width=w, color_mode=setting.color_mode,
+                   resize_method=setting.resize_method)
+    workers = min(len(os.sched_getaffinity(0)), len(chunks))
+    pool = None
+    if workers > 1 and len(paths) >= PARALLEL_MIN_FILES:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        results = pool.map(load, chunks) if pool else map(load, chunks)  # Executor.map submits every chunk now
+        yield (_chunk(paths, start, images, bad) for start, (images, bad) in zip(range(0, len(paths), size), results))
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+
+
+def _chunk(paths: list[str], start: int, images: np.ndarray, bad: list[tuple[int, str]]) -> DecodedImages:
+    """One chunk's :func:`~mnist_folders.images.load_images` result as :class:`DecodedImages`."""
+    if not bad:
+        return DecodedImages(images, start + np.arange(len(images)))
+    ok = np.ones(len(images), dtype=bool)
+    ok[[i for i, _ in bad]] = False
+    return DecodedImages(images[ok], start + np.flatnonzero(ok), [(paths[start + i], reason) for i, reason in bad])
+
+
+def decode_images(paths: list[str], setting: Setting, progress: bool = False,
+                  description: str = "decode") -> DecodedImages:
+    """Decode ``paths`` with :func:`~mnist_folders.images.load_image` at the Setting's input shape.
+
+    Unreadable files are reported in ``failed`` and left out, never raised.
+    See :func:`decode_chunks` for when worker processes are used.
+    """
+    h, w, c = setting.input_shape
+    parts, kept, failed = [np.zeros((0, h, w, c), dtype=np.uint8)], [np.zeros(0, dtype=np.int64)], []
+    with tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar:
+        with decode_chunks(paths, setting) as chunks:
+            for chunk in chunks:
+                parts.append(chunk.images)
+                kept.append(chunk.kept)
+                failed.extend(chunk.failed)
+                bar.update(len(chunk.images) + len(chunk.failed))
+    return DecodedImages(np.concatenate(parts), np.concatenate(kept), sorted(failed))
