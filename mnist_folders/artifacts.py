@@ -164,10 +164,11 @@ def load_trained_setting(model_dir: Path) -> Setting:
     return load_setting(model_dir)
 
 
-def load_trained_model(model_dir: Path) -> tuple[Any, Setting, list[str]]:
+def load_trained_model(model_dir: Path, setting: Setting | None = None) -> tuple[Any, Setting, list[str]]:
     """The best model of a model directory, with its Setting and class names.
 
-    Rebuilds the architecture from ``setting.json`` and loads
+    Rebuilds the architecture from ``setting.json`` (or ``setting``, when the
+    caller has already read it with :func:`load_trained_setting`) and loads
     ``best.weights.h5`` into it: no code is read from the directory.
 
     Raises:
@@ -177,7 +178,7 @@ def load_trained_model(model_dir: Path) -> tuple[Any, Setting, list[str]]:
     from . import precision
     from .models import build_model
 
-    setting = load_trained_setting(model_dir)
+    setting = setting or load_trained_setting(model_dir)
     weights = model_dir / BEST_WEIGHTS
     class_names = load_class_names(model_dir)
     precision.apply(setting.precision)  # weights are float32 under either policy

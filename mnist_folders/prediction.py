@@ -108,7 +108,7 @@ def predict_folder(model_dir: Path, folder: Path | None = None, output: Path | N
     trained_light = artifacts.light_background_share(model_dir) > 0.5
     run = PredictionRun([])
     with decode_chunks(paths, setting) as chunks:  # decoding starts while the model loads
-        model, setting, class_names = artifacts.load_trained_model(model_dir)
+        model, _, class_names = artifacts.load_trained_model(model_dir, setting)
         parts, kept = [np.zeros((0, len(class_names)), dtype=np.float32)], [np.zeros(0, dtype=np.int64)]
         with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
             # Worker processes decode the next chunks while the model works on this one.
