@@ -28,12 +28,14 @@ color_mode         grayscale           grayscale (1 channel) or rgb (3)
 class_names        None                None: train sub-folder names, sorted
 model              cnn_64_128_256      see mnist_folders/models.py
 epochs             (see settings.py)   passes over the training subset
-batch_size         32                  images per step
+batch_size         (see settings.py)   images per step (reference model: 256)
 validation_split   0.2                 fraction of each class held out
-optimizer          rmsprop             rmsprop, adam or sgd
-learning_rate      0.001
+optimizer          (see settings.py)   rmsprop (reference model), adam or sgd
+learning_rate      (see settings.py)   reference model: 0.002
 seed               1337                seeds every random number generator
 pipeline           tfdata              tfdata or idg (ImageDataGenerator)
+precision          (see settings.py)   float32, mixed_bfloat16, or auto (bfloat16
+                                       where the CPU has it; the reference model's)
 =================  ==================  =========================================
 """
 

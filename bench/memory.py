@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Peak resident memory (RSS) of train, evaluate and predict, each in its own process.
 
+The figure is the largest RSS of the command's process or of any one of its
+worker processes (Linux ``ru_maxrss`` of the children), in MiB.
+
     python bench/memory.py [--epochs 1]
 """
 
@@ -10,6 +13,7 @@ import argparse
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 from common import REPO, machine_line, save
 
@@ -34,6 +38,9 @@ def main() -> int:
             f"train ({args.epochs} epoch, 60,000 images)": peak_rss_mb([*cli, "--mode", "train", "--epochs", str(args.epochs)]),
             "evaluate (10,000 images)": peak_rss_mb([*cli, "--mode", "evaluate"]),
             "predict (tmp, 10 images)": peak_rss_mb([*cli, "--mode", "predict"]),
+            "predict (test tree, 10,000 images)": peak_rss_mb(
+                [*cli, "--mode", "predict", "--input", str(Path(args.data_dir) / "test"),
+                 "--output", str(Path(model_dir) / "test-predictions.csv")]),
         }
     lines = ["| command | peak RSS MiB |", "| --- | ---: |"] + [f"| {k} | {v:.0f} |" for k, v in rows.items()]
     save("memory", machine_line(), "\n".join(lines), {"peak_rss_mib": rows})

@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     cli.quiet_tensorflow()
+    from mnist_folders import precision
     from mnist_folders.artifacts import load_trained_model
     from mnist_folders.evaluation import evaluate
     from mnist_folders.models import MODELS
@@ -58,6 +59,7 @@ def main() -> int:
             "parameters": int(model.count_params()),
             "epochs": setting.epochs,
             "batch_size": setting.batch_size,
+            "precision": precision.resolve(setting.precision),
             "seconds_per_epoch_median": statistics.median(seconds),
             "seconds_per_epoch_min": min(seconds),
             "seconds_per_epoch_max": max(seconds),
@@ -69,11 +71,12 @@ def main() -> int:
 
     machine = machine_line()
     lines = [f"Machine: {machine}", "",
-             "| model | parameters | epochs x batch | s/epoch (median, min-max) | test accuracy (10,000 images) | published |",
-             "| --- | ---: | ---: | ---: | ---: | --- |"]
+             "| model | parameters | epochs x batch | precision | s/epoch (median, min-max) | test accuracy (10,000 images) "
+             "| published |",
+             "| --- | ---: | ---: | --- | ---: | ---: | --- |"]
     for r in rows:
         lines.append(
-            f"| `{r['model']}` | {r['parameters']:,} | {r['epochs']} x {r['batch_size']} | "
+            f"| `{r['model']}` | {r['parameters']:,} | {r['epochs']} x {r['batch_size']} | {r['precision']} | "
             f"{r['seconds_per_epoch_median']:.1f} ({r['seconds_per_epoch_min']:.1f}-{r['seconds_per_epoch_max']:.1f}) | "
             f"{r['test_accuracy'] * 100:.2f} % | {r['published']} |"
         )

@@ -2,11 +2,16 @@
 """Prediction speed: ``--mode predict`` on folders of 1,000 and 10,000 PNGs
 against ``model.predict`` on the same images already in memory.
 
-Three figures per folder size, each the median of ``--repeats`` runs:
+Four figures per folder size, each the median of ``--repeats`` runs:
 - CLI: wall seconds of ``mnist_keras.py --mode predict`` (process start included);
 - library: ``predict_folder`` in a warm process (process start excluded: model
   load, file decoding, batched prediction, CSV);
-- floor: ``model.predict`` on the decoded images as one in-memory array.
+- floor: ``model.predict`` on the decoded images as one in-memory array;
+- decode: the library's decoding of the folder alone (``decode_images``), to
+  show how much of the library's time over the floor it accounts for.
+
+The model runs under the precision policy saved with it (``load_trained_model``
+applies it for the library and the floor alike).
 
     python bench/predict_speed.py [--model-dir bench/results/models/cnn_64_128_256]
 """
@@ -33,6 +38,7 @@ def main() -> int:
     from mnist_folders import cli
 
     cli.quiet_tensorflow()
+    from mnist_folders import precision
     from mnist_folders.artifacts import load_trained_model
     from mnist_folders.decoding import decode_images
     from mnist_folders.pipeline import scale
@@ -41,7 +47,7 @@ def main() -> int:
     tests = sorted((args.data_dir / "test").rglob("*.png"))
     model, setting, _ = load_trained_model(args.model_dir)
     rows, lines = {}, ["| images | CLI s, process start included | library s (images/s) | floor: model.predict s "
-                       "(images/s) | library / floor |", "| ---: | ---: | ---: | ---: | ---: |"]
+                       "(images/s) | library / floor | decode alone s |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for count in (1000, 10000):
         with tempfile.TemporaryDirectory(dir=REPO / "bench") as tmp:
             folder = Path(tmp)
@@ -69,17 +75,24 @@ def main() -> int:
                 model.predict(images, batch_size=256, verbose=0)
                 return time.perf_counter() - started
 
+            def run_decode() -> float:
+                started = time.perf_counter()
+                decode_images(list_files(folder), setting)
+                return time.perf_counter() - started
+
             run_library()  # warm the page cache and TensorFlow once
             stats = {name: repeat(fn, args.repeats) for name, fn in
-                     (("cli", run_cli), ("library", run_library), ("floor", run_floor))}
+                     (("cli", run_cli), ("library", run_library), ("floor", run_floor), ("decode", run_decode))}
             output.unlink(missing_ok=True)
         ratio = stats["library"]["median"] / stats["floor"]["median"]
         rows[count] = {**stats, "library_over_floor": ratio}
         lines.append(f"| {count:,} | {fmt(stats['cli'], 2)} | {fmt(stats['library'], 2)} "
                      f"({count / stats['library']['median']:.0f}) | {fmt(stats['floor'], 2)} "
-                     f"({count / stats['floor']['median']:.0f}) | {ratio:.2f}x |")
+                     f"({count / stats['floor']['median']:.0f}) | {ratio:.2f}x | {fmt(stats['decode'], 2)} |")
         print(f"per-image latency at {count:,}: library {stats['library']['median'] / count * 1e3:.3f} ms", flush=True)
         rows[count]["latency_ms"] = stats["library"]["median"] / count * 1e3
+    lines.insert(0, f"Model: {args.model_dir.name}, precision {setting.precision} "
+                    f"({precision.resolve(setting.precision)} here)\n")
     save("predict_speed", machine_line(), "\n".join(lines), {"sizes": rows})
     return 0
 

@@ -41,10 +41,15 @@ class ExportStats:
         return ExportStats(self.written + other.written, self.skipped + other.skipped)
 
 
+# zlib level 3 instead of Pillow's 6: on 5,000 MNIST test images 35.0 against
+# 42.9 us per image, and 267 against 271 bytes per file (levels 1: 36.7 us, 280 bytes).
+PNG_COMPRESS_LEVEL = 3
+
+
 def encode_png(image: np.ndarray) -> bytes:
     """Encode a ``(H, W)`` uint8 array as 8-bit grayscale PNG bytes (Pillow)."""
     buffer = io.BytesIO()
-    Image.fromarray(image, mode="L").save(buffer, format="PNG")
+    Image.fromarray(image, mode="L").save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 

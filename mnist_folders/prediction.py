@@ -83,8 +83,8 @@ def predict_folder(model_dir: Path, folder: Path | None = None, output: Path | N
 
     Any file Pillow reads is converted to the model's input (size, color mode,
     bit depth; see :func:`mnist_folders.images.load_image`); other files are
-    skipped and listed. Worker processes decode the files in chunks while
-    the model predicts the chunks already decoded, in batches of
+    skipped and listed. A background thread decodes the files in chunks
+    while the model predicts the chunks already decoded, in batches of
     :func:`batch_size` images.
 
     Args:
@@ -107,11 +107,12 @@ def predict_folder(model_dir: Path, folder: Path | None = None, output: Path | N
     invert = setting.invert if invert is None else invert
     trained_light = artifacts.light_background_share(model_dir) > 0.5
     run = PredictionRun([])
-    with decode_chunks(paths, setting) as chunks:  # decoding starts while the model loads
+    # Decoding starts while the model loads; one thread, not processes: the model needs the cores.
+    with decode_chunks(paths, setting, processes=False) as chunks:
         model, _, class_names = artifacts.load_trained_model(model_dir, setting)
         parts, kept = [np.zeros((0, len(class_names)), dtype=np.float32)], [np.zeros(0, dtype=np.int64)]
         with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
-            # Worker processes decode the next chunks while the model works on this one.
+            # The decoding thread works on the next chunks while the model works on this one.
             for chunk in chunks:
                 images = chunk.images
                 if invert == "true":

@@ -27,7 +27,7 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd")
 DEFAULT_DATA_DIR = "mnist_data"
 # Hyperparameters whose default depends on the model (ModelSpec fields of the same names).
 MODEL_DEFAULTS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_decay",
-                  "rotation_range", "shift_range", "zoom_range")
+                  "rotation_range", "shift_range", "zoom_range", "precision")
 
 
 @dataclass
@@ -75,6 +75,7 @@ class Setting:
             (the classic ``ImageDataGenerator.flow_from_directory``).
         precision: ``float32``, ``mixed_bfloat16``, or ``auto`` (bfloat16
             only on CPUs with AVX-512 BF16; see mnist_folders/precision.py).
+            The reference model's default is ``auto``, the others' ``float32``.
     """
 
     data_dir: str = DEFAULT_DATA_DIR
@@ -102,7 +103,7 @@ class Setting:
     zoom_range: float | None = None
     seed: int = 1337
     pipeline: str = "tfdata"
-    precision: str = "float32"
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.invert, bool):  # TOML `invert = true` reads as a boolean

@@ -29,8 +29,12 @@ def test_reference_model_is_exactly_the_tutorial_architecture():
 
 
 def test_model_defaults_follow_the_model_and_flags_override_them():
+    reference = Setting()
+    assert (reference.optimizer, reference.batch_size, reference.learning_rate) == ("rmsprop", 256, 0.002)
+    assert reference.precision == "auto"  # bfloat16 only where the CPU has it
     mlp = Setting(model="mlp")
-    assert (mlp.optimizer, mlp.epochs, mlp.batch_size) == ("adam", 10, 200)
+    assert (mlp.optimizer, mlp.epochs, mlp.batch_size, mlp.precision) == ("adam", 10, 200, "float32")
+    assert Setting(model="mlp", precision="mixed_bfloat16").precision == "mixed_bfloat16"
     assert Setting(model="cnn_64_32").epochs == 3
     strong = Setting(model="strong")
     assert strong.augments and strong.lr_decay < 1

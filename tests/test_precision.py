@@ -18,8 +18,10 @@ def test_auto_uses_bfloat16_only_on_cpus_that_have_it(monkeypatch):
 
 def test_bfloat16_training_evaluates_under_float32(small_data, tmp_path):
     model_dir = tmp_path / "m"
+    # Batch 32: enough steps on the 4,000-image subset for a trained model (the default 256 gives 32 steps).
     out = run_cli(str(REPO / "mnist_keras.py"), "--mode", "train", "--data-dir", str(small_data), "--model-dir",
-                  str(model_dir), "--epochs", "2", "--precision", "mixed_bfloat16", "--quiet").stdout
+                  str(model_dir), "--epochs", "2", "--batch-size", "32", "--precision", "mixed_bfloat16",
+                  "--quiet").stdout
     assert "precision=mixed_bfloat16" in out
     # The weights are float32 under both policies: evaluate the bf16-trained model in float32.
     setting = json.loads((model_dir / "setting.json").read_text())

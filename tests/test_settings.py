@@ -19,7 +19,7 @@ def test_toml_then_flags_override(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('train_dir = "my/train"\nepochs = 3\ncolor_mode = "rgb"\nimage_height = 64\n')
     s = Setting.from_sources(config, {"epochs": 5, "batch_size": None})
-    assert s.epochs == 5 and s.batch_size == 32
+    assert s.epochs == 5 and s.batch_size == 256  # None: the reference model's own default
     assert s.input_shape == (64, 28, 3) and str(s.train_path) == "my/train"
 
 
