@@ -8,7 +8,9 @@ Not run by CI (it takes tens of minutes on 2 cores). Usage:
     python bench/models.py [--data-dir mnist_data] [--models mlp,strong] [--out bench/results]
 
 Writes ``<out>/models.json`` and ``<out>/models.md``; model directories go to
-``<out>/models/<name>``.
+``<out>/models/<name>``. With ``--models``, the rows of the other models
+already in ``<out>/models.json`` are kept (so one slow model can be re-run on
+its own); the table lists them in registry order.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ def main() -> int:
         })
         print(json.dumps(rows[-1]), flush=True)
 
+    previous = args.out / "models.json"
+    if args.models and previous.exists():
+        kept = [r for r in json.loads(previous.read_text())["rows"] if r["model"] not in names]
+        order = list(MODELS)
+        rows = sorted(kept + rows, key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
     machine = machine_line()
     lines = [f"Machine: {machine}", "",
              "| model | parameters | epochs x batch | precision | s/epoch (median, min-max) | test accuracy (10,000 images) "
@@ -76,7 +83,7 @@ def main() -> int:
              "| --- | ---: | ---: | --- | ---: | ---: | --- |"]
     for r in rows:
         lines.append(
-            f"| `{r['model']}` | {r['parameters']:,} | {r['epochs']} x {r['batch_size']} | {r['precision']} | "
+            f"| `{r['model']}` | {r['parameters']:,} | {r['epochs']} x {r['batch_size']} | {r.get('precision', 'float32')} | "
             f"{r['seconds_per_epoch_median']:.1f} ({r['seconds_per_epoch_min']:.1f}-{r['seconds_per_epoch_max']:.1f}) | "
             f"{r['test_accuracy'] * 100:.2f} % | {r['published']} |"
         )
