@@ -60,7 +60,7 @@ def decode_chunks(paths: list[str], setting: Setting, processes: bool = True) ->
     parent may run TensorFlow's threads, which a fork does not copy safely);
     otherwise one background thread does. Pass ``processes=False`` when the
     caller keeps the cores busy itself: predicting 10,000 MNIST PNGs took
-    0.79-0.98 s with the thread against 0.90-1.09 s with 2 processes, since
+    0.79-1.02 s with the thread against 0.90-1.09 s with 2 processes, since
     TensorFlow releases the GIL and the processes cost start-up and compete
     for the same 2 cores. Leaving the block stops the workers.
     """
