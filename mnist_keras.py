@@ -5,11 +5,16 @@
             checkpointing into <model_dir>
   evaluate  the best checkpoint on every image of <test_dir>
   predict   every image file in <predict_dir> (default <data_dir>/tmp)
+  lr_find   sweep the learning rate on <train_dir> and suggest one
+  check     audit the train, test and predict folders (counts, unreadable
+            files, exact and near duplicates, leakage); with a trained model
+            in <model_dir>, also list the likely label errors
 
-Defaults serve MNIST as exported by parse_mnist.py; see setting.py.
+Defaults serve MNIST as exported by parse_mnist.py. Every setting below can
+also be given in a TOML file (--config); flags override it. evaluate and
+predict use the settings saved with the model, and refuse values that
+contradict it (image size, colour mode, classes, model).
 """
-
-from __future__ import annotations
 
 import argparse
 import sys
@@ -17,64 +22,47 @@ from pathlib import Path
 
 from mnist_folders import cli
 
-# Flags that map one-to-one onto Setting fields (dest == field name).
-SETTING_FLAGS = {
-    "--data-dir": dict(help="root of the exported tree (train/, test/, tmp/)"),
-    "--train-dir": dict(help="class-per-folder training images"),
-    "--test-dir": dict(help="class-per-folder test images"),
-    "--predict-dir": dict(help="images to predict (alias: --input)"),
-    "--model-dir": dict(help="where checkpoints and reports go"),
-    "--image-height": dict(type=int),
-    "--image-width": dict(type=int),
-    "--color-mode": dict(choices=["grayscale", "rgb"]),
-    "--resize-method": dict(choices=["stretch", "pad", "crop"], help="how images of another size are fitted"),
-    "--invert": dict(choices=["auto", "true", "false"], help="predict: invert dark-on-light input (default auto)"),
-    "--class-weight": dict(choices=["none", "balanced"], help="train: weight classes by inverse frequency"),
-    "--class-names": dict(type=lambda s: [n.strip() for n in s.split(",")],
-                          help="comma-separated, in label order (default: train sub-folders, sorted)"),
-    "--model": dict(help="model name (default cnn_64_128_256)"),
-    "--epochs": dict(type=int),
-    "--batch-size": dict(type=int),
-    "--validation-split": dict(type=float),
-    "--optimizer": dict(choices=["rmsprop", "adam", "sgd"]),
-    "--learning-rate": dict(type=float),
-    "--lr-decay": dict(type=float, help="learning rate factor per epoch"),
-    "--rotation-range": dict(type=float, help="augmentation: degrees"),
-    "--shift-range": dict(type=float, help="augmentation: fraction of width/height"),
-    "--zoom-range": dict(type=float, help="augmentation: fraction"),
-    "--seed": dict(type=int),
-    "--pipeline": dict(choices=["tfdata", "idg"], help="tfdata (default) or idg (ImageDataGenerator)"),
-    "--precision": dict(choices=["auto", "float32", "mixed_bfloat16"], help="numeric precision of training"),
-}
+MODES = ("train", "evaluate", "predict", "lr_find", "check")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", required=True, choices=["train", "evaluate", "predict"])
-    parser.add_argument("--config", type=Path, help="TOML file of settings (flags override it)")
-    for flag, options in SETTING_FLAGS.items():
-        names = [flag, "--input"] if flag == "--predict-dir" else [flag]
-        parser.add_argument(*names, dest=flag[2:].replace("-", "_"), default=None, **options)
-    parser.add_argument("--resume", action="store_true", help="train: continue from the last completed epoch")
-    parser.add_argument("--strict", action="store_true",
-                        help="train: refuse unreadable image files instead of skipping and listing them")
-    parser.add_argument("--output", type=Path, help="predict: CSV path (default <model_dir>/predictions.csv)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    run = parser.add_argument_group("run options")
+    run.add_argument("--mode", required=True, choices=MODES)
+    run.add_argument("--config", type=Path, help="TOML file of settings (flags override it)")
+    run.add_argument("--resume", action="store_true", help="train: continue after the last completed epoch")
+    run.add_argument("--strict", action="store_true",
+                     help="train: refuse unreadable image files instead of skipping and listing them; "
+                          "check: exit 2 on leakage or conflicting labels")
+    run.add_argument("--quarantine", type=Path, metavar="DIR",
+                     help="check: move unreadable files and test/predict copies of train images into DIR "
+                          "(with a manifest to move them back)")
+    run.add_argument("--output", type=Path, help="predict: CSV path (default <model_dir>/predictions.csv)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
+    cli.add_setting_flags(parser)
     return parser.parse_args(argv)
 
 
 def main() -> int:
     args = parse_args()
-    cli.quiet_tensorflow()
-    from mnist_folders.settings import Setting, read_toml
+    from mnist_folders.settings import Setting, chosen_values, options
 
-    overrides = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag in SETTING_FLAGS}
-    setting = Setting.from_sources(args.config, overrides)
-    # Which locations the user chose; evaluate/predict otherwise use the ones saved with the model.
-    chosen = {k for k, v in overrides.items() if v is not None} | set(read_toml(args.config) if args.config else {})
+    chosen = chosen_values(args.config, {name: getattr(args, name) for name in options()})
     progress = not args.quiet
+    if args.mode == "lr_find":
+        setting = Setting.from_dict(chosen, source=str(args.config or "settings"))
+        cli.quiet_tensorflow()
+        from mnist_folders.training import lr_find
 
+        sweep = lr_find(setting, progress, args.strict)
+        print(f"suggested learning_rate: {sweep.suggestion:.2g} (train with --learning-rate {sweep.suggestion:.2g})")
+        print(f"figure: {sweep.figure}")
+        return cli.EXIT_OK
+    if args.mode == "check":
+        return check(Setting.from_dict(chosen, source=str(args.config or "settings")), args, progress)
     if args.mode == "train":
+        setting = Setting.from_dict(chosen, source=str(args.config or "settings"))
+        cli.quiet_tensorflow()
         from mnist_folders.training import train
 
         # A live progress bar on a terminal; one line per epoch in logs and with --quiet.
@@ -84,29 +72,56 @@ def main() -> int:
         print(f"best val_accuracy: {best}; checkpoints in {result.model_dir}")
         if result.curves:
             print(f"figure: {result.curves}")
-    elif args.mode == "evaluate":
+        return cli.EXIT_OK
+
+    from mnist_folders.artifacts import setting_for_model
+
+    setting = setting_for_model(chosen)
+    cli.quiet_tensorflow()
+    if args.mode == "evaluate":
         from mnist_folders.evaluation import evaluate, format_report
 
-        test_dir = setting.test_path if chosen & {"test_dir", "data_dir"} else None
-        report = evaluate(setting.model_path, test_dir, progress)
+        report = evaluate(setting, progress)
         print(format_report(report))
         print(f"report: {setting.model_path / 'evaluation.json'}")
-    else:
-        from mnist_folders.prediction import predict_folder
+        return cli.EXIT_OK
 
-        folder = setting.predict_path if chosen & {"predict_dir", "data_dir"} else None
-        invert = setting.invert if "invert" in chosen else None
-        run = predict_folder(setting.model_path, folder, args.output, progress, invert)
-        for path, reason in run.skipped:
-            print(f"skipped {path}: {reason}", file=sys.stderr)
-        if not run.predictions:
-            print(f"no images to predict in {folder or 'the saved predict folder'}"
-                  f" ({len(run.skipped)} files skipped)")
-            return 1
-        for p in run.predictions:
-            print(f"{p.path}\t{p.class_name}\t{p.confidence:.4f}")
-        print(f"{len(run.predictions)} predicted, {len(run.skipped)} skipped; CSV: {run.csv_path}")
-    return 0
+    from mnist_folders.names import display
+    from mnist_folders.prediction import predict
+
+    if not {"predict_dir", "data_dir"} & set(chosen):
+        # A model directory from elsewhere chooses this folder: say which is read.
+        print(f"predicting {display(setting.predict_path)} (the folder saved with the model; --input names another)")
+    run = predict(setting, args.output, progress)
+    for path, reason in run.skipped:
+        print(f"skipped {display(path)}: {reason}", file=sys.stderr)
+    if not run.predictions:
+        print(f"no images to predict in {display(setting.predict_path)} ({len(run.skipped)} files skipped)")
+        return cli.EXIT_NOTHING_TO_PREDICT
+    for p in run.predictions:
+        print(f"{display(p.path)}\t{display(p.class_name)}\t{p.confidence:.4f}")
+    print(f"{len(run.predictions)} predicted, {len(run.skipped)} skipped; CSV: {display(run.csv_path)}")
+    return cli.EXIT_OK
+
+
+def check(setting, args: argparse.Namespace, progress: bool) -> int:
+    """``--mode check``: the dataset audit, then the likely label errors when a trained model is there."""
+    from mnist_folders import artifacts
+    from mnist_folders.check import find_suspect_labels, run_check
+
+    run_check(setting, strict=args.strict, quarantine=args.quarantine, progress=progress)
+    if artifacts.holds_model(setting.model_path):
+        cli.quiet_tensorflow()
+        model, trained, class_names = artifacts.load_trained_model(setting.model_path)
+        # The trained model's input settings, on the folders this check read.
+        trained = trained.replace(model_dir=str(setting.model_path), train_dir=str(setting.train_path))
+        suspects = find_suspect_labels(trained, model, class_names, progress=progress)
+        print(f"likely label errors (lowest probability of the given class first): {len(suspects)} listed in "
+              f"{setting.model_path / 'suspect_labels.csv'}")
+        for s in suspects[:10]:
+            print(f"  {s.path}: labelled {s.given}, predicted {s.predicted} "
+                  f"(p(given) = {s.given_probability:.4f}, {s.split})")
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

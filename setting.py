@@ -1,8 +1,9 @@
 """The Setting class: paths, image shape, class names and hyperparameters.
 
-The class itself lives in the library (``mnist_folders/settings.py``) so the
-library never imports a top-level script; this module is the documented place
-to read the defaults and to build a Setting in your own code::
+The class itself lives in the library (``mnist_folders/settings.py``, where
+each field is described once) so the library never imports a top-level
+script; this module is the documented place to read the defaults and to
+build a Setting in your own code::
 
     from setting import Setting
     s = Setting(train_dir="my_data/train", test_dir="my_data/test",
@@ -10,33 +11,53 @@ to read the defaults and to build a Setting in your own code::
     print(s.input_shape)        # (64, 64, 3)
 
 To change defaults without editing code, pass ``--config my.toml`` (flat
-``key = value`` lines with the field names below) or flags to ``mnist_keras.py``.
+``key = value`` lines with the field names below) or flags to ``mnist_keras.py``
+(``--field-name``; ``python mnist_keras.py --help`` lists them).
 
-Fields and defaults (MNIST exported by ``parse_mnist.py``):
+Fields and defaults (MNIST exported by ``parse_mnist.py``), generated from the
+field descriptions by ``python -m mnist_folders.settings_docs``:
 
-=================  ==================  =========================================
-field              default             meaning
-=================  ==================  =========================================
-data_dir           mnist_data          root holding train/, test/, tmp/
-train_dir          <data_dir>/train    one sub-folder per class
-test_dir           <data_dir>/test     one sub-folder per class
-predict_dir        <data_dir>/tmp      images to predict, any layout
-model_dir          models/mnist        checkpoints, history, reports
-image_height       28                  pixels
-image_width        28                  pixels
-color_mode         grayscale           grayscale (1 channel) or rgb (3)
-class_names        None                None: train sub-folder names, sorted
-model              cnn_64_128_256      see mnist_folders/models.py
-epochs             (see settings.py)   passes over the training subset
-batch_size         (see settings.py)   images per step (reference model: 256)
-validation_split   0.2                 fraction of each class held out
-optimizer          (see settings.py)   rmsprop (reference model), adam or sgd
-learning_rate      (see settings.py)   reference model: 0.002
-seed               1337                seeds every random number generator
-pipeline           tfdata              tfdata or idg (ImageDataGenerator)
-precision          (see settings.py)   float32, mixed_bfloat16, or auto (bfloat16
-                                       where the CPU has it; the reference model's)
-=================  ==================  =========================================
+.. settings-table:start
+================  =============================================  ========================================
+field             default                                        meaning
+================  =============================================  ========================================
+data_dir          mnist_data                                     root holding train/, test/, tmp/
+train_dir         <data_dir>/train                               class-per-folder training images
+test_dir          <data_dir>/test                                class-per-folder test images (evaluate)
+val_dir           none                                           class-per-folder validation images; none: a validation_split of train_dir
+predict_dir       <data_dir>/tmp                                 images to predict, any layout
+model_dir         models/mnist                                   checkpoints, history and reports
+image_height      28                                             model input height in pixels [>= 1]
+image_width       28                                             model input width in pixels [>= 1]
+color_mode        auto                                           channels the model sees: grayscale (1), rgb (3), or auto: rgb when more than 5 % of (up to 200) training images have colour [auto, grayscale, rgb]
+resize_method     stretch                                        how other sizes are fitted: stretch, pad (black margins) or crop (centre); pad and crop need pipeline=tfdata [stretch, pad, crop]
+invert            auto                                           predict: invert dark-on-light images; auto: when their polarity differs from most training images [auto, true, false]
+class_names       train sub-folders, sorted                      classes in output order (flag: comma-separated)
+class_weight      auto                                           balanced: weight each class's loss by n / (classes x n_class); auto: balanced when the largest class has 2x the images of the smallest [auto, none, balanced]
+model             auto                                           registered model (see the Models table); auto: cnn_64_128_256 for images up to 48 px, cnn_fast above [auto, cnn_64_128_256, mlp, cnn_small, cnn_large, cnn_64_32, cnn_32_64_64, strong, cnn_fast, mobilenet_v3_small, efficientnet_b0]
+backbone_weights  none (random)                                  a local .h5 file of ImageNet weights (no top) for a Keras Applications model
+init_from         none                                           start from these weights: a model directory, a .keras or a .weights.h5 file; a different class count gets a new head
+epochs            auto                                           passes over the training subset; auto: until val_accuracy stops improving (patience), within max_epochs and max_minutes [integer >= 1 or auto]
+patience          auto                                           epochs = auto: epochs without a better val_accuracy before stopping; auto: enough for 600 steps, at least 3 [integer >= 1 or auto]
+max_epochs        auto                                           epochs = auto: the most epochs; auto: enough for 8,000 steps, 15 to 400 [integer >= 1 or auto]
+max_minutes       0.0                                            epochs = auto: stop after the epoch that passes this wall-clock time (0: no limit) [>= 0]
+batch_size        auto                                           images per training step; auto: the model's default (256 for the reference model), halved while an epoch has under 25 steps [integer >= 1 or auto]
+validation_split  0.2                                            fraction of each class held out for validation [(0, 1)]
+split_order       shuffled                                       which files validation_split holds out: shuffled (a seeded random choice per class) or sorted (the first of each class, as ImageDataGenerator) [shuffled, sorted]
+optimizer         model's own (rmsprop for the reference model)  optimizer [rmsprop, adam, sgd]
+learning_rate     model's own (0.002 for the reference model)    the optimizer's step size [> 0]
+lr_schedule       constant                                       constant (times lr_decay per epoch) or cosine (decay to 0 over epochs or max_epochs) [constant, cosine]
+warmup_epochs     0                                              epochs of linear learning-rate warm-up before the schedule [>= 0]
+lr_decay          model's own (1.0 for the reference model)      learning-rate factor applied after every epoch [(0, 1]]
+label_smoothing   model's own (0.0 for the reference model)      share of each target spread over the other classes (0: one-hot targets) [[0, 1)]
+rotation_range    model's own (0.0 for the reference model)      augmentation: random rotation, degrees [[0, 180]]
+shift_range       model's own (0.0 for the reference model)      augmentation: random shift, fraction of the size [[0, 1)]
+zoom_range        model's own (0.0 for the reference model)      augmentation: random zoom, fraction [[0, 1)]
+seed              1337                                           seeds Python, NumPy, TensorFlow and the shuffles [[0, 2147483647]]
+pipeline          tfdata                                         tfdata (decode once, in memory) or idg (ImageDataGenerator) [tfdata, idg]
+dtype_policy      model's own (auto for the reference model)     Keras dtype policy: float32, mixed_bfloat16, or auto (bfloat16 on CPUs with AVX-512 BF16 or AMX) [auto, float32, mixed_bfloat16]
+================  =============================================  ========================================
+.. settings-table:end
 """
 
 from mnist_folders.settings import Setting

@@ -28,9 +28,9 @@ from common import REPO, fmt, machine_line, repeat, save
 
 # name -> Setting overrides
 CANDIDATES = {
-    "fp32 b32 lr 0.001 (old default)": {"batch_size": 32, "learning_rate": 0.001, "precision": "float32"},
-    "fp32 b256 lr 0.002": {"batch_size": 256, "learning_rate": 0.002, "precision": "float32"},
-    "bf16 b256 lr 0.002": {"batch_size": 256, "learning_rate": 0.002, "precision": "mixed_bfloat16"},
+    "fp32 b32 lr 0.001 (old default)": {"batch_size": 32, "learning_rate": 0.001, "dtype_policy": "float32"},
+    "fp32 b256 lr 0.002": {"batch_size": 256, "learning_rate": 0.002, "dtype_policy": "float32"},
+    "bf16 b256 lr 0.002": {"batch_size": 256, "learning_rate": 0.002, "dtype_policy": "mixed_bfloat16"},
 }
 REFERENCE = "fp32 b32 lr 0.001 (old default)"
 
@@ -50,7 +50,7 @@ def worker(name: str, epochs: int, seed: int, data_dir: str) -> None:
         started = time.perf_counter()
         result = train(setting, verbose=0, log=lambda _: None, progress=False)
         train_s = time.perf_counter() - started
-        report = evaluate(setting.model_path, progress=False)
+        report = evaluate(setting, progress=False)
     best_epoch = max(result.history, key=lambda row: row["val_accuracy"])["epoch"]
     print(json.dumps({"test_accuracy": report.accuracy, "best_val_accuracy": result.best_val_accuracy,
                       "best_epoch": best_epoch, "train_seconds": train_s}))

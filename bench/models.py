@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     cli.quiet_tensorflow()
-    from mnist_folders import precision
+    from mnist_folders import dtype_policy
     from mnist_folders.artifacts import load_trained_model
     from mnist_folders.evaluation import evaluate
     from mnist_folders.models import MODELS
@@ -48,12 +48,14 @@ def main() -> int:
     names = args.models.split(",") if args.models else list(MODELS)
     rows = []
     for name in names:
-        setting = Setting(data_dir=str(args.data_dir), model=name, model_dir=str(args.out / "models" / name))
+        spec = MODELS[name]  # each model with its tutorial's fixed epochs and batch, as published
+        setting = Setting(data_dir=str(args.data_dir), model=name, model_dir=str(args.out / "models" / name),
+                          epochs=spec.epochs, batch_size=spec.batch_size)
         started = time.perf_counter()
         result = train(setting, verbose=2, log=lambda message: print(f"[{name}] {message}", flush=True),
                        progress=False)
         wall = time.perf_counter() - started
-        report = evaluate(setting.model_path, progress=False)
+        report = evaluate(setting, progress=False)
         model, _, _ = load_trained_model(setting.model_path)
         seconds = [row["seconds"] for row in result.history]
         rows.append({
@@ -61,7 +63,7 @@ def main() -> int:
             "parameters": int(model.count_params()),
             "epochs": setting.epochs,
             "batch_size": setting.batch_size,
-            "precision": precision.resolve(setting.precision),
+            "dtype_policy": dtype_policy.resolve(setting.dtype_policy),
             "seconds_per_epoch_median": statistics.median(seconds),
             "seconds_per_epoch_min": min(seconds),
             "seconds_per_epoch_max": max(seconds),
@@ -83,7 +85,7 @@ def main() -> int:
              "| --- | ---: | ---: | --- | ---: | ---: | --- |"]
     for r in rows:
         lines.append(
-            f"| `{r['model']}` | {r['parameters']:,} | {r['epochs']} x {r['batch_size']} | {r.get('precision', 'float32')} | "
+            f"| `{r['model']}` | {r['parameters']:,} | {r['epochs']} x {r['batch_size']} | {r.get('dtype_policy', r.get('precision', 'float32'))} | "
             f"{r['seconds_per_epoch_median']:.1f} ({r['seconds_per_epoch_min']:.1f}-{r['seconds_per_epoch_max']:.1f}) | "
             f"{r['test_accuracy'] * 100:.2f} % | {r['published']} |"
         )

@@ -4,7 +4,7 @@ against ``model.predict`` on the same images already in memory.
 
 Four figures per folder size, each the median of ``--repeats`` runs:
 - CLI: wall seconds of ``mnist_keras.py --mode predict`` (process start included);
-- library: ``predict_folder`` in a warm process (process start excluded: model
+- library: ``predict`` in a warm process (process start excluded: model
   load, file decoding, batched prediction, CSV);
 - floor: ``model.predict`` on the decoded images as one in-memory array;
 - decode: the library's decoding of the folder alone (``decode_images``), to
@@ -38,11 +38,12 @@ def main() -> int:
     from mnist_folders import cli
 
     cli.quiet_tensorflow()
-    from mnist_folders import precision
-    from mnist_folders.artifacts import load_trained_model
+    from mnist_folders import dtype_policy
+    from mnist_folders.artifacts import load_trained_model, setting_for_model
+    from mnist_folders.folders import list_files
     from mnist_folders.decoding import decode_images
-    from mnist_folders.pipeline import scale
-    from mnist_folders.prediction import list_files, predict_folder
+    from mnist_folders.images import scale
+    from mnist_folders.prediction import predict
 
     tests = sorted((args.data_dir / "test").rglob("*.png"))
     model, setting, _ = load_trained_model(args.model_dir)
@@ -64,10 +65,11 @@ def main() -> int:
 
             def run_library() -> float:
                 started = time.perf_counter()
-                predict_folder(args.model_dir, folder, output, progress=False)
+                predict(setting_for_model({"model_dir": str(args.model_dir), "predict_dir": str(folder)}), output,
+                        progress=False)
                 return time.perf_counter() - started
 
-            images = scale(decode_images(list_files(folder), setting).images)
+            images = scale(decode_images(list_files(folder)[0], setting).images)
             model.predict(images[:256], verbose=0)  # warm-up, as the library run's model load includes one
 
             def run_floor() -> float:
@@ -77,7 +79,7 @@ def main() -> int:
 
             def run_decode() -> float:
                 started = time.perf_counter()
-                decode_images(list_files(folder), setting)
+                decode_images(list_files(folder)[0], setting)
                 return time.perf_counter() - started
 
             run_library()  # warm the page cache and TensorFlow once
@@ -91,8 +93,8 @@ def main() -> int:
                      f"({count / stats['floor']['median']:.0f}) | {ratio:.2f}x | {fmt(stats['decode'], 2)} |")
         print(f"per-image latency at {count:,}: library {stats['library']['median'] / count * 1e3:.3f} ms", flush=True)
         rows[count]["latency_ms"] = stats["library"]["median"] / count * 1e3
-    lines.insert(0, f"Model: {args.model_dir.name}, precision {setting.precision} "
-                    f"({precision.resolve(setting.precision)} here)\n")
+    lines.insert(0, f"Model: {args.model_dir.name}, precision {setting.dtype_policy} "
+                    f"({dtype_policy.resolve(setting.dtype_policy)} here)\n")
     save("predict_speed", machine_line(), "\n".join(lines), {"sizes": rows})
     return 0
 

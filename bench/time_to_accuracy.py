@@ -25,7 +25,7 @@ from common import REPO, fmt, machine_line, repeat, save  # noqa: E402
 
 SETTINGS = {
     "default settings": {},
-    "tutorial settings": {"pipeline": "idg", "color_mode": "rgb", "batch_size": 32, "precision": "float32",
+    "tutorial settings": {"pipeline": "idg", "color_mode": "rgb", "batch_size": 32, "dtype_policy": "float32",
                           "optimizer": "rmsprop", "learning_rate": 0.001, "lr_decay": 1.0},
 }
 
@@ -37,18 +37,21 @@ def worker(name: str, target: float, max_epochs: int, data_dir: str, seed: int) 
     import keras
     import numpy as np
 
-    from mnist_folders import precision
+    from mnist_folders import dtype_policy
     from mnist_folders.folders import index_tree
     from mnist_folders.models import build_model
     from mnist_folders.decoding import decode_images
-    from mnist_folders.pipeline import scale, training_data
+    from mnist_folders.images import scale
+    from mnist_folders.pipeline import training_data
     from mnist_folders.settings import Setting
-    from mnist_folders.callbacks import EpochSeeds
+    from mnist_folders.callbacks import training_callbacks
+    from mnist_folders.training import resolve_settings
 
     setting = Setting(data_dir=data_dir, epochs=max_epochs, seed=seed, **SETTINGS[name])
     keras.utils.set_random_seed(setting.seed)
-    precision.apply(setting.precision)
+    dtype_policy.apply(setting.dtype_policy)
     index = index_tree(setting.train_path)
+    setting = resolve_settings(setting, index)  # the automatic batch size, as train() resolves it
     test = index_tree(setting.test_path, index.class_names)
     test_images = decode_images(test.paths, setting).images
     data = training_data(setting, index, progress=False)
@@ -66,10 +69,7 @@ def worker(name: str, target: float, max_epochs: int, data_dir: str, seed: int) 
             if accuracy >= target:
                 self.model.stop_training = True
 
-    callbacks = [EpochSeeds(setting.seed, data.set_epoch), StopAtTarget()]
-    if setting.lr_decay < 1:
-        callbacks.append(keras.callbacks.LearningRateScheduler(
-            lambda e: setting.learning_rate * setting.lr_decay**e))
+    callbacks = training_callbacks(setting, data.set_epoch, StopAtTarget())
     model.fit(data.train, epochs=max_epochs, callbacks=callbacks, verbose=0, shuffle=False)
     last = log["epochs"][-1]
     print(json.dumps({"reached": last["test_accuracy"] >= target, "epochs": last["epoch"],

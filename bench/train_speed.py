@@ -49,15 +49,16 @@ def worker(pipeline: str, color_mode: str, batch: int, policy: str, images: int,
     import keras
     import numpy as np
 
-    from mnist_folders import precision
+    from mnist_folders import dtype_policy
     from mnist_folders.folders import index_tree
     from mnist_folders.models import build_model
     from mnist_folders.decoding import decode_images
-    from mnist_folders.pipeline import idg_training, scale, tfdata_training
+    from mnist_folders.images import scale
+    from mnist_folders.pipeline import idg_training, tfdata_training
     from mnist_folders.settings import Setting
 
     keras.utils.set_random_seed(1)
-    precision.apply(policy)
+    dtype_policy.apply(policy)
     setting = Setting(data_dir=data_dir, color_mode=color_mode, batch_size=batch, pipeline="tfdata" if pipeline == "numpy" else pipeline)
     index = index_tree(setting.train_path)
     steps = images // batch

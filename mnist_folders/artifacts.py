@@ -4,7 +4,9 @@ A model directory is self-describing; ``evaluate`` and ``predict`` need
 nothing else::
 
     <model_dir>/
-      setting.json        the Setting used (image size, color mode, model, ...)
+      setting.json        the Setting used (image size, color mode, model, ...),
+                          with the automatic batch size, patience and epoch
+                          cap resolved for the training images
       class_names.json    class names in label (output index) order
       best.weights.h5     weights of the epoch with the best val_accuracy
       best.json           that epoch and its val_accuracy
@@ -18,20 +20,30 @@ nothing else::
       predictions.csv     written by predict
 
 Every file is written to a temporary name and renamed (see
-:mod:`mnist_folders.atomic`), so a reader never sees a half-written one.
+:mod:`mnist_folders.atomic`), so a reader never sees a half-written one. A
+fresh run into a directory that holds a model trains in ``.staging/`` and
+replaces the previous run's files only once its first checkpoint exists
+(:func:`promote`); the locks of :mod:`mnist_folders.locking` keep two runs
+apart and readers consistent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path, write_text
+from .atomic import atomic_path, remove_stale_temporaries, write_text
 from .errors import CheckpointError
-from .settings import Setting
+from .locking import files_lock
+from .names import display
+from .settings import MODEL_DEFINING, Setting
 
 SETTING = "setting.json"
 CLASS_NAMES = "class_names.json"
@@ -43,24 +55,34 @@ DATASET = "dataset.json"
 EVALUATION = "evaluation.json"
 PREDICTIONS = "predictions.csv"
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+STAGING = ".staging"  # where a fresh run trains until its first checkpoint exists
+# What one training run writes: replaced as a whole by the next run (see promote).
+RUN_FILES = (SETTING, CLASS_NAMES, DATASET, BEST_WEIGHTS, BEST_INFO, LAST_MODEL, HISTORY, "training_curves.png")
 
 
-def ensure_writable(model_dir: Path) -> None:
-    """Create ``model_dir`` and prove a file can be written there, before any long work.
+def ensure_writable(folder: Path, what: str = "model directory") -> None:
+    """Create ``folder`` and prove a file can be written there, before any long work.
 
     Raises:
         CheckpointError: the folder cannot be created or written.
     """
     try:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        write_text(model_dir / ".write-test", "ok\n")
-        (model_dir / ".write-test").unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / ".write-test") as probe:
+            probe.write_bytes(b"ok\n")
+        (folder / ".write-test").unlink(missing_ok=True)
     except OSError as exc:
-        raise CheckpointError(f"{model_dir}: model directory is not writable ({exc.strerror})") from None
+        raise CheckpointError(f"{display(folder)}: {what} is not writable ({exc.strerror})") from None
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    """Atomically write ``data`` as UTF-8 JSON; names with undecodable bytes are kept as ``\\udcXX`` escapes."""
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a surrogate-escaped file name: ASCII escapes round-trip exactly
+        text = json.dumps(data, indent=2, ensure_ascii=True) + "\n"
+    write_text(path, text)
 
 
 def read_json(path: Path) -> Any:
@@ -72,19 +94,86 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(f"{path}: unreadable ({exc})") from None
 
 
+def holds_model(model_dir: Path) -> bool:
+    """True when ``model_dir`` holds a trained model (a best checkpoint)."""
+    return (model_dir / BEST_WEIGHTS).exists()
+
+
+def workspace_for_fresh_run(model_dir: Path) -> Path:
+    """Where a fresh (not resumed) training run writes until its first checkpoint exists.
+
+    An empty model directory is used directly. One that holds a model keeps
+    it, usable, while the new run trains in ``<model_dir>/.staging``; the
+    new run replaces it only when its first epoch is saved (:func:`promote`),
+    so a run stopped during its first epoch loses nothing.
+    """
+    staging = model_dir / STAGING
+    if staging.exists():
+        shutil.rmtree(staging)  # a previous fresh run killed before its first checkpoint
+    remove_stale_temporaries(model_dir)
+    if not holds_model(model_dir):
+        for stale in RUN_FILES:
+            (model_dir / stale).unlink(missing_ok=True)
+        return model_dir
+    staging.mkdir()
+    return staging
+
+
+def promote(staging: Path, model_dir: Path) -> None:
+    """Replace ``model_dir``'s run files with ``staging``'s, under the exclusive files lock; remove ``staging``."""
+    with files_lock(model_dir, exclusive=True):
+        for name in RUN_FILES:
+            if not (staging / name).exists():
+                (model_dir / name).unlink(missing_ok=True)
+        for path in staging.iterdir():
+            os.replace(path, model_dir / path.name)
+    staging.rmdir()
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Raise :class:`CheckpointError` when ``folder``'s file system has less than ``needed`` bytes free.
+
+    Checked before each checkpoint: HDF5 (under ``.weights.h5``) has been
+    seen to crash the process when the disk fills mid-write.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise CheckpointError(f"{display(folder)}: disk full ({free / 2**20:.1f} MiB free, a checkpoint needs "
+                              f"about {needed / 2**20:.1f} MiB); the last complete checkpoint is kept")
+
+
 def save_metadata(model_dir: Path, setting: Setting, class_names: list[str]) -> None:
     """Write ``setting.json`` and ``class_names.json``."""
-    write_text(model_dir / SETTING, setting.to_json())
+    write_json(model_dir / SETTING, setting.to_dict())
     write_json(model_dir / CLASS_NAMES, list(class_names))
 
 
 def load_setting(model_dir: Path) -> Setting:
     """The Setting saved with a model. Raises :class:`CheckpointError` if missing or invalid."""
     data = read_json(model_dir / SETTING)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{model_dir / SETTING}: invalid (expected a JSON object of settings)")
+    if "precision" in data:  # the dtype policy's name before version 0.2
+        data.setdefault("dtype_policy", data.pop("precision"))
     try:
         return Setting.from_dict(data, source=str(model_dir / SETTING))
     except Exception as exc:  # SettingError or TypeError from a hand-edited file
         raise CheckpointError(f"{model_dir / SETTING}: invalid ({exc})") from None
+
+
+def setting_for_model(chosen: dict[str, Any]) -> Setting:
+    """The Setting of a trained model directory with the user's ``chosen`` values applied.
+
+    ``chosen`` holds what the user gave (TOML keys and flags, see
+    :func:`mnist_folders.settings.chosen_values`); its ``model_dir``, or the
+    default one, names the model.
+
+    Raises:
+        CheckpointError: no trained model there.
+        SettingError: ``chosen`` contradicts the trained model (see :meth:`Setting.for_model`).
+    """
+    model_dir = Path(chosen.get("model_dir", Setting.__dataclass_fields__["model_dir"].default))
+    return Setting.for_model(load_trained_setting(model_dir), {**chosen, "model_dir": str(model_dir)})
 
 
 def load_class_names(model_dir: Path) -> list[str]:
@@ -95,23 +184,54 @@ def load_class_names(model_dir: Path) -> list[str]:
     return names
 
 
+@contextlib.contextmanager
+def _checkpoint_errors(final: Path) -> Iterator[None]:
+    """Turn a failed checkpoint write (disk full, file too large, I/O error) into one line naming ``final``."""
+    try:
+        yield
+    except (OSError, RuntimeError, ValueError) as exc:
+        reason = os.strerror(exc.errno) if getattr(exc, "errno", None) else str(exc).strip().splitlines()[0][:160]
+        raise CheckpointError(f"{display(final)}: cannot write the checkpoint ({reason}); "
+                              "the previous complete checkpoint is kept") from None
+
+
+def checkpoint_bytes(model: Any) -> int:
+    """About how many bytes ``last.keras`` takes: weights plus optimizer slots (float32), and room to spare."""
+    return 3 * 4 * model.count_params() + 2**20
+
+
 def save_best_weights(model_dir: Path, model: Any, epoch: int, val_accuracy: float) -> None:
-    """Atomically write ``best.weights.h5`` then ``best.json`` (1-based ``epoch``)."""
-    with atomic_path(model_dir / BEST_WEIGHTS, suffix=".weights.h5") as tmp:
+    """Atomically write ``best.weights.h5`` then ``best.json`` (1-based ``epoch``).
+
+    Raises:
+        CheckpointError: not enough free disk space (checked first).
+    """
+    check_free_space(model_dir, checkpoint_bytes(model))
+    with _checkpoint_errors(model_dir / BEST_WEIGHTS), atomic_path(model_dir / BEST_WEIGHTS, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
     write_json(model_dir / BEST_INFO, {"epoch": epoch, "val_accuracy": val_accuracy})
 
 
 def save_last_model(model_dir: Path, model: Any) -> None:
-    """Atomically write the full model (with optimizer state) to ``last.keras``."""
-    with atomic_path(model_dir / LAST_MODEL, suffix=".keras") as tmp:
+    """Atomically write the full model (with optimizer state) to ``last.keras``.
+
+    Raises:
+        CheckpointError: not enough free disk space (checked first).
+    """
+    check_free_space(model_dir, checkpoint_bytes(model))
+    with _checkpoint_errors(model_dir / LAST_MODEL), atomic_path(model_dir / LAST_MODEL, suffix=".keras") as tmp:
         model.save(tmp)
 
 
 def best_val_accuracy(model_dir: Path) -> float | None:
     """The val_accuracy recorded with ``best.weights.h5``, or ``None`` if there is none."""
     path = model_dir / BEST_INFO
-    return float(read_json(path)["val_accuracy"]) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return float(read_json(path)["val_accuracy"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{display(path)}: invalid (expected {{\"epoch\": ..., \"val_accuracy\": ...}})") from None
 
 
 def read_history(model_dir: Path) -> list[dict[str, float]]:
@@ -119,8 +239,22 @@ def read_history(model_dir: Path) -> list[dict[str, float]]:
     path = model_dir / HISTORY
     if not path.exists():
         return []
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [{k: float(v) for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(handle)]
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if "epoch" not in (reader.fieldnames or []):
+                raise ValueError("no epoch column")
+            rows = [{k: float(v) for k, v in row.items() if v not in (None, "")} for row in reader]
+        if [int(row["epoch"]) for row in rows] != list(range(1, len(rows) + 1)):
+            raise ValueError("epochs are not 1, 2, 3, ...")
+        return rows
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{display(path)}: invalid history ({exc}); train without --resume") from None
+
+
+def rounded(value: float) -> float:
+    """``value`` as ``history.csv`` stores it (6 significant digits)."""
+    return float(f"{float(value):.6g}")
 
 
 def write_history(model_dir: Path, rows: list[dict[str, float]]) -> None:
@@ -175,26 +309,37 @@ def load_trained_model(model_dir: Path, setting: Setting | None = None) -> tuple
         CheckpointError: the directory, a file, or a match between them is
             missing (e.g. weights for a different number of classes).
     """
-    from . import precision
+    from . import dtype_policy
     from .models import build_model
 
-    setting = setting or load_trained_setting(model_dir)
     weights = model_dir / BEST_WEIGHTS
-    class_names = load_class_names(model_dir)
-    precision.apply(setting.precision)  # weights are float32 under either policy
-    model = build_model(setting.model, setting.input_shape, len(class_names), None, setting.learning_rate)
-    try:
-        # skip_mismatch=False: a file for another architecture or class count must fail, not half-load.
-        model.load_weights(weights)
-    except Exception as exc:  # h5py/Keras raise several types for mismatched or corrupt files
-        raise CheckpointError(
-            f"{weights}: does not fit model {setting.model!r} with {len(class_names)} classes "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
+    # Shared lock: a training run cannot swap in a new model while these files are read together.
+    with files_lock(model_dir, exclusive=False):
+        saved = load_trained_setting(model_dir)
+        if setting is not None and any(getattr(saved, k) != getattr(setting, k) for k in MODEL_DEFINING):
+            raise CheckpointError(f"{display(model_dir)}: the model was replaced by a new training run "
+                                  "while it was being read; run the command again")
+        setting = setting or saved
+        class_names = load_class_names(model_dir)
+        dtype_policy.apply(setting.dtype_policy)  # weights are float32 under either policy
+        model = build_model(setting.model, setting.input_shape, len(class_names))
+        try:
+            # skip_mismatch=False: a file for another architecture or class count must fail, not half-load.
+            model.load_weights(weights)
+        except Exception as exc:  # h5py/Keras raise several types for mismatched or corrupt files
+            raise CheckpointError(
+                f"{display(weights)}: does not fit model {setting.model!r} with {len(class_names)} classes "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            ) from None
     return model, setting, class_names
 
 
 def light_background_share(model_dir: Path) -> float:
     """The share of training images with a light background (0.0 when unrecorded)."""
     path = model_dir / DATASET
-    return float(read_json(path).get("light_background", 0.0)) if path.exists() else 0.0
+    if not path.exists():
+        return 0.0
+    try:
+        return float(read_json(path).get("light_background", 0.0))
+    except (AttributeError, TypeError, ValueError):
+        raise CheckpointError(f"{display(path)}: invalid (expected a JSON object)") from None

@@ -2,10 +2,10 @@
 
 A reader (or a re-run after a kill) sees either the previous complete file or
 the new complete file, never a truncated one. Temporary names start with a dot
-and end in ``.tmp`` so that no image lister picks them up.
+and contain ``.tmp`` (``.<name>.<random>.tmp<suffix>``), so that no image
+lister picks them up and :func:`remove_stale_temporaries` finds every one a
+killed writer left.
 """
-
-from __future__ import annotations
 
 import contextlib
 import os
@@ -18,23 +18,26 @@ from pathlib import Path
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
+_NAME_MAX = 255  # bytes in one file name on Linux file systems
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` on success.
 
     ``suffix`` lets writers that insist on an extension (Keras wants ``.keras``
     or ``.weights.h5``) be given one. On any exception the temporary file is
-    removed and ``final`` is left as it was.
+    removed and ``final`` is left as it was. A long ``final`` name is
+    shortened in the temporary name, so any valid name can be written.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    stem = final.name[: _NAME_MAX - 24 - len(suffix.encode())]
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, _FILE_MODE)
     try:
+        os.chmod(tmp, _FILE_MODE)
         yield tmp
         os.replace(tmp, final)
     except BaseException:
@@ -55,9 +58,11 @@ def write_text(final: str | Path, text: str) -> None:
 
 
 def remove_stale_temporaries(directory: str | Path) -> int:
-    """Delete ``.*.tmp`` files that a killed writer left in ``directory``; return how many."""
+    """Delete the temporary files that killed writers left in ``directory``; return how many."""
     removed = 0
-    for path in Path(directory).glob(".*.tmp"):
+    # ".last.keras.<random>.keras" and ".best.weights.h5.<random>.weights.h5": names of version 0.1.
+    legacy = [*Path(directory).glob(".last.keras.*.keras"), *Path(directory).glob(".best.weights.h5.*.weights.h5")]
+    for path in [*Path(directory).glob(".*.tmp*"), *legacy]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed += 1

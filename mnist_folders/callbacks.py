@@ -1,7 +1,11 @@
-"""Training callbacks: atomic per-epoch checkpoints and per-epoch seeding."""
+"""Training callbacks: atomic per-epoch checkpoints, per-epoch seeding, and
+the one list of callbacks that every training loop (``train``, the benchmarks) uses."""
 
 from __future__ import annotations
 
+import math
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,22 +14,26 @@ from typing import Any
 import keras
 import numpy as np
 
-from . import artifacts
+from . import artifacts, schedules
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """After each epoch: best weights (by ``val_accuracy``), the full model, the history.
+    """After each epoch: best weights (see :func:`mnist_folders.schedules.best_epoch`), the full model, the history.
 
     Keras' ``ModelCheckpoint`` and ``CSVLogger`` write in place; this writes
     every file atomically (temporary file, then rename), so a kill at any
     moment leaves a complete, resumable directory.
     """
 
-    def __init__(self, model_dir: Path, history: list[dict[str, float]], best: float | None):
+    def __init__(self, model_dir: Path, history: list[dict[str, float]], best: float | None,
+                 promote_to: Path | None = None):
         super().__init__()
         self.model_dir = model_dir
+        # A fresh run in a staging folder: after its first saved epoch it replaces promote_to's model.
+        self.promote_to = promote_to
         self.history = history
         self.best = best
+        self.diverged: int | None = None  # the 1-based epoch whose loss was NaN or infinite
         self._started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -33,16 +41,25 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, "seconds": time.perf_counter() - self._started}
-        val_accuracy = row.get("val_accuracy")
-        if val_accuracy is not None and (self.best is None or val_accuracy > self.best):
-            self.best = val_accuracy
-            artifacts.save_best_weights(self.model_dir, self.model, epoch + 1, val_accuracy)
+        if not all(math.isfinite(float(v)) for k, v in logs.items() if k.endswith("loss")):
+            # Diverged: keep the last good checkpoint and history untouched.
+            self.diverged = epoch + 1
+            self.model.stop_training = True
+            return
+        # Rounded as history.csv stores them, so a resumed run compares the same numbers.
+        row = {"epoch": epoch + 1, **{k: artifacts.rounded(v) for k, v in logs.items()},
+               "seconds": time.perf_counter() - self._started}
         self.history.append(row)
+        if "val_accuracy" in row and schedules.best_epoch(self.history) == epoch + 1:
+            self.best = row["val_accuracy"]
+            artifacts.save_best_weights(self.model_dir, self.model, epoch + 1, row["val_accuracy"])
         # last.keras is written last: it is the commit point of the epoch.
         # A kill before it leaves history one row ahead, which resume trims.
         artifacts.write_history(self.model_dir, self.history)
         artifacts.save_last_model(self.model_dir, self.model)
+        if self.promote_to is not None:
+            artifacts.promote(self.model_dir, self.promote_to)
+            self.model_dir, self.promote_to = self.promote_to, None
 
 
 def reseed(variables: list, seed: int, epoch: int) -> None:
@@ -68,3 +85,78 @@ class EpochSeeds(keras.callbacks.Callback):
         reseed(self.model.non_trainable_variables, self.seed, epoch)
         if self.set_data_epoch is not None:
             self.set_data_epoch(epoch)
+
+
+def learning_rate_schedule(setting: Any) -> keras.callbacks.Callback | None:
+    """The per-epoch learning-rate callback of ``setting`` (``None`` when constant).
+
+    A function of the epoch index only (:func:`mnist_folders.schedules.learning_rate_at`),
+    so a resumed run continues the same schedule.
+    """
+    if setting.lr_schedule == "constant" and setting.lr_decay >= 1.0 and not setting.warmup_epochs:
+        return None
+    return keras.callbacks.LearningRateScheduler(lambda epoch: schedules.learning_rate_at(setting, epoch))
+
+
+class StopRule(keras.callbacks.Callback):
+    """Stop when :func:`mnist_folders.schedules.should_stop` says so, or at the wall-clock deadline.
+
+    Reads the history that :class:`EpochCheckpoint` keeps (restored on
+    resume), so the patience count survives a kill.
+    """
+
+    def __init__(self, setting: Any, history: list[dict[str, float]], log: Callable[[str], Any] = print):
+        super().__init__()
+        self.setting = setting
+        self.history = history
+        self.deadline = schedules.Deadline(setting.max_minutes if setting.epochs == "auto" else 0.0)
+        self.log = log
+        self.reason: str | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.reason = schedules.should_stop(self.setting, self.history)
+        if self.reason is None and self.deadline.passed():
+            self.reason = f"max_minutes={self.setting.max_minutes} reached"
+        if self.reason:
+            self.log(f"stopping after epoch {epoch + 1}: {self.reason}")
+            self.model.stop_training = True
+
+
+KILL_AT_ENV = "MNIST_FOLDERS_KILL_AT"
+
+
+class KillAt(keras.callbacks.Callback):
+    """Fault injection for the tests: SIGKILL this process at a chosen point of training.
+
+    Enabled only by the environment variable ``MNIST_FOLDERS_KILL_AT``:
+    ``E:B`` kills after batch ``B`` (1-based) of epoch ``E`` (1-based);
+    ``E:end`` after epoch ``E``'s checkpoint is written.
+    """
+
+    def __init__(self, spec: str):
+        super().__init__()
+        epoch, _, point = spec.partition(":")
+        self.epoch, self.point = int(epoch), point
+
+    def _kill(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.current = epoch + 1
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.current == self.epoch and self.point == str(batch + 1):
+            self._kill()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 == self.epoch and self.point == "end":
+            self._kill()
+
+
+def training_callbacks(setting: Any, set_data_epoch: Callable[[int], Any] | None,
+                       *extra: keras.callbacks.Callback) -> list[keras.callbacks.Callback]:
+    """The callbacks of a training run, in order: schedule, seeds, NaN guard, then ``extra`` (checkpoints, stop rule)."""
+    schedule = learning_rate_schedule(setting)
+    kill = [KillAt(os.environ[KILL_AT_ENV])] if os.environ.get(KILL_AT_ENV) else []
+    return [*([schedule] if schedule else []), EpochSeeds(setting.seed, set_data_epoch),
+            keras.callbacks.TerminateOnNaN(), *extra, *kill]

@@ -1,13 +1,99 @@
-"""What both command-line scripts share: quiet TensorFlow logs and error reporting."""
+"""What both command-line scripts share: flags made from the settings'
+descriptions, quiet TensorFlow logs, and one exit-code table.
 
-from __future__ import annotations
+Exit codes (also in the README):
 
+====  =====================================================================
+0     success
+1     ``predict`` found no image to predict
+2     a usage or data error: one ``error: <file>: <what is wrong>`` line
+3     an internal error (a bug): one line on the terminal, the traceback in
+      a log file it names
+130   interrupted (Ctrl-C, SIGTERM)
+141   the output pipe was closed (``predict | head``): stops quietly
+====  =====================================================================
+"""
+
+import argparse
 import os
+import signal
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Callable
+from typing import Any
 
+EXIT_OK = 0
+EXIT_NOTHING_TO_PREDICT = 1
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+# Keras/TensorFlow errors that mean the user's data or settings do not fit this machine.
+_RESOURCE_ERRORS = {"ResourceExhaustedError": "out of memory", "MemoryError": "out of memory"}
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def default_text(name: str, opt: Any, default: Any) -> str:
+    """How a setting's default reads in ``--help`` and the generated tables."""
+    if opt.default_text is not None:
+        return opt.default_text
+    if opt.model_default:
+        from .models import MODELS
+
+        return f"model's own ({getattr(MODELS['cnn_64_128_256'], name)} for the reference model)"
+    return str(default)
+
+
+def allowed_text(opt: Any) -> str:
+    """The allowed values or range of a setting, as one phrase ('' when free)."""
+    words = opt.allowed()
+    if opt.kind == "int" and words:
+        return f"integer {opt.range_text()} or {', '.join(words)}".replace("integer  or", "integer or")
+    if words:
+        return ", ".join(words)
+    return opt.range_text()
+
+
+def _parser_type(opt: Any) -> Callable[[str], Any]:
+    """argparse ``type`` for a setting's kind (a bad value is a usage error)."""
+    words = opt.allowed()
+
+    def parse_int(text: str) -> Any:
+        if text in words:
+            return text
+        return int(text)
+
+    parse_int.__name__ = "integer"
+    if opt.kind == "int":
+        return parse_int
+    if opt.kind == "float":
+        return float
+    if opt.kind == "names":
+        return lambda text: [part.strip() for part in text.split(",")]
+    return str
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`~mnist_folders.settings.Setting` field, grouped, from its description."""
+    import dataclasses
+
+    from .settings import GROUPS, Setting
+
+    groups = {name: parser.add_argument_group(f"{name} settings") for name in GROUPS}
+    for f in dataclasses.fields(Setting):
+        opt = f.metadata["option"]
+        allowed = allowed_text(opt)
+        detail = f"default: {default_text(f.name, opt, f.default)}" + (f"; {allowed}" if allowed else "")
+        options: dict[str, Any] = dict(dest=f.name, default=None, type=_parser_type(opt),
+                                       help=f"{opt.help} ({detail})".replace("%", "%%"))
+        if opt.kind == "str" and opt.allowed():
+            options.update(choices=opt.allowed(), metavar="{" + ",".join(opt.allowed()) + "}")
+        groups[opt.group].add_argument(flag_name(f.name), *opt.aliases, **options)
 
 
 def quiet_tensorflow() -> None:
@@ -35,25 +121,59 @@ def quiet_tensorflow() -> None:
         os.close(devnull)
 
 
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _log_traceback() -> str:
+    """Write the current exception's traceback to a log file; return its path."""
+    fd, path = tempfile.mkstemp(prefix=f"mnist_folders-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(" ".join(sys.argv) + "\n\n" + traceback.format_exc())
+    return path
+
+
 def run(main: Callable[[], int | None]) -> None:
-    """Run ``main`` and exit: 0 on success, 2 with one ``error:`` line for a user's mistake.
+    """Run ``main`` and exit with a code of the table above.
 
     :class:`~mnist_folders.errors.PipelineError` and ``OSError`` are a user's
     mistakes or environment trouble (missing folder, full disk): one line on
-    stderr, no traceback. Anything else is a bug and keeps its traceback.
+    stderr, no traceback. Anything else is a bug: one line naming the log
+    file that holds the traceback, exit code 3.
     """
     from .errors import PipelineError
+    from .names import display
 
+    signal.signal(signal.SIGTERM, _sigterm)  # SIGTERM stops like Ctrl-C: temporaries cleaned, 130
+    for stream in (sys.stdout, sys.stderr):  # a file name with undecodable bytes must not stop a run
+        stream.reconfigure(errors="backslashreplace")
     try:
         code = main()
+        sys.stdout.flush()
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_USER_ERROR
+    except BrokenPipeError:
+        # The reader left (``| head``): nothing more to say. Point stdout at
+        # /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
     except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
+        where = f"{display(exc.filename)}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         code = EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug, or memory exhausted
+        kind = type(exc).__name__
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        if kind in _RESOURCE_ERRORS:
+            print(f"error: {_RESOURCE_ERRORS[kind]} ({kind}: {first}); lower batch_size or the image size",
+                  file=sys.stderr)
+            code = EXIT_USER_ERROR
+        else:
+            print(f"internal error: {kind}: {first} (traceback in {_log_traceback()}; please report it)",
+                  file=sys.stderr)
+            code = EXIT_INTERNAL_ERROR
     sys.exit(code or 0)

@@ -1,12 +1,11 @@
 """Decode many image files into one uint8 array, on every core for large sets.
 
 Pillow's decoders hold Python's global interpreter lock for most of the work
-on small images, so threads do not help (measured on 60,000 MNIST PNGs with 2
-cores: 4 threads 14.7 s, one thread 3.3-4.6 s, 2 processes 2.1-2.6 s).
-Large sets are therefore split into chunks decoded by worker processes;
-small ones, and prediction's (its model keeps the cores busy meanwhile), by
-one background thread of this process: starting workers takes about 0.25 s,
-and at 10,000 MNIST PNGs one process and two took the same 0.5 s.
+on small images, so threads do not help. Large sets are therefore split into
+chunks decoded by worker processes; small ones, and prediction's (its model
+keeps the cores busy meanwhile), by one background thread of this process,
+since starting workers costs about what they save there (the measurements
+are in ``bench/README.md``, "Measurements behind the code").
 
 Spawned workers import the caller's main script again, as every
 ``multiprocessing`` "spawn" worker does: a script that calls the library
@@ -59,10 +58,9 @@ def decode_chunks(paths: list[str], setting: Setting, processes: bool = True) ->
     files on, one worker process per core decodes (spawned, not forked: the
     parent may run TensorFlow's threads, which a fork does not copy safely);
     otherwise one background thread does. Pass ``processes=False`` when the
-    caller keeps the cores busy itself: predicting 10,000 MNIST PNGs took
-    0.79-1.02 s with the thread against 0.90-1.09 s with 2 processes, since
-    TensorFlow releases the GIL and the processes cost start-up and compete
-    for the same 2 cores. Leaving the block stops the workers.
+    caller keeps the cores busy itself (prediction: TensorFlow releases the
+    GIL, and worker processes would cost start-up and compete for the same
+    cores). Leaving the block stops the workers.
     """
     h, w, c = setting.input_shape
     size = max(16, min(1024, CHUNK_BYTES // (h * w * c)))

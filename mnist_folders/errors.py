@@ -23,3 +23,7 @@ class SettingError(PipelineError):
 
 class CheckpointError(PipelineError):
     """A model directory is missing, incomplete or unreadable."""
+
+
+class TrainingError(PipelineError):
+    """Training cannot go on (e.g. the loss diverged); the last good checkpoint is kept."""

@@ -4,7 +4,6 @@ per-class precision/recall and the confusion matrix."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,6 +13,7 @@ from . import artifacts, plots
 from .decoding import decode_images
 from .folders import index_tree
 from .prediction import predict_probabilities
+from .settings import Setting
 
 
 @dataclass
@@ -24,12 +24,16 @@ class EvaluationReport:
     (rows and columns in ``class_names`` order). Precision of class ``j`` is
     ``confusion[j][j] / sum(column j)``; recall of class ``i`` is
     ``confusion[i][i] / sum(row i)``; both are ``None`` when undefined (0/0).
+    ``balanced_accuracy`` is the mean recall of the classes that have test
+    images: on unbalanced data, always answering the largest class scores
+    ``1 / classes`` there, not that class's share.
     """
 
     test_dir: str
     images: int
     loss: float
     accuracy: float
+    balanced_accuracy: float  # mean recall over the classes with test images
     class_names: list[str]
     support: list[int]
     precision: list[float | None]
@@ -44,12 +48,11 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> list[float | None]
     return [float(n / d) if d else None for n, d in zip(numerator, denominator)]
 
 
-def evaluate(model_dir: Path, test_dir: Path | None = None, progress: bool = True) -> EvaluationReport:
-    """Evaluate the best checkpoint of ``model_dir`` on every image of the test tree.
+def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
+    """Evaluate the best checkpoint of ``setting.model_path`` on every image of ``setting.test_path``.
 
     Args:
-        model_dir: a trained model directory (see :mod:`mnist_folders.artifacts`).
-        test_dir: the labelled test tree; default: the saved Setting's.
+        setting: a trained model's Setting (:func:`mnist_folders.artifacts.setting_for_model`).
         progress: show tqdm bars.
 
     Returns:
@@ -60,8 +63,9 @@ def evaluate(model_dir: Path, test_dir: Path | None = None, progress: bool = Tru
         DatasetError: the test tree is missing, empty, or has class folders the
             model does not know (a subset of the classes is allowed).
     """
-    model, setting, class_names = artifacts.load_trained_model(model_dir)
-    root = Path(test_dir) if test_dir else setting.test_path
+    model_dir, root = setting.model_path, setting.test_path
+    artifacts.ensure_writable(model_dir)
+    model, setting, class_names = artifacts.load_trained_model(model_dir, setting)
     index = index_tree(root, class_names, require_all=False)
     decoded = decode_images(index.paths, setting, progress, "test images")
     true = index.labels[decoded.kept]
@@ -72,15 +76,17 @@ def evaluate(model_dir: Path, test_dir: Path | None = None, progress: bool = Tru
     confusion = tf.math.confusion_matrix(true, predicted, num_classes=num_classes).numpy()
     diagonal = np.diag(confusion)
     counts = index.class_counts()
+    recall = _ratio(diagonal, confusion.sum(axis=1))
     report = EvaluationReport(
         test_dir=str(root),
         images=int(len(true)),
         loss=loss,
         accuracy=float(np.mean(predicted == true)),
+        balanced_accuracy=float(np.mean([r for r in recall if r is not None])),
         class_names=class_names,
         support=[int(n) for n in confusion.sum(axis=1)],
         precision=_ratio(diagonal, confusion.sum(axis=0)),
-        recall=_ratio(diagonal, confusion.sum(axis=1)),
+        recall=recall,
         confusion=confusion.tolist(),
         skipped=[list(item) for item in decoded.failed],
         missing_classes=[name for name in class_names if counts.get(name, 0) == 0],
@@ -107,6 +113,7 @@ def format_report(report: EvaluationReport) -> str:
         f"test images: {report.images} (from {report.test_dir})",
         f"test loss: {report.loss:.4f}",
         f"test accuracy: {report.accuracy:.4f} ({report.accuracy * 100:.2f} %)",
+        f"balanced accuracy (mean recall): {report.balanced_accuracy:.4f}",
         "",
         f"{'class':>{width}}  precision  recall  support",
     ]

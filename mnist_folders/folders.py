@@ -11,15 +11,16 @@ their order); label ``i`` is ``class_names[i]``. Files are listed in the order
 Keras' ``flow_from_directory`` lists them (walk sorted by folder, files sorted
 by name), keeping extensions in :data:`~mnist_folders.images.IMAGE_EXTENSIONS`
 (any letter case) and leaving out hidden files and folders (names starting
-with a dot), which are counted in ``ignored``. In each class the **first**
-``int(validation_split * n)`` files in that order are validation and the rest
-training, as in Keras. (Keras' own lister also takes hidden files and skips
-gif; on trees with neither, both pipelines see exactly the same files.)
+with a dot), which are counted in ``ignored``. :meth:`FolderIndex.split` holds
+out a seeded random ``validation_split`` of each class, or the first files in
+that order, as Keras does. (Keras' own lister also takes hidden files and
+skips gif; on trees with neither, both pipelines see exactly the same files.)
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,18 +56,28 @@ class FolderIndex:
         counts = np.bincount(self.labels, minlength=len(self.class_names))
         return {name: int(n) for name, n in zip(self.class_names, counts)}
 
-    def split(self, validation_split: float) -> tuple[np.ndarray, np.ndarray]:
-        """Indices ``(training, validation)`` into :attr:`paths`, as Keras splits.
+    def split(self, validation_split: float, order: str = "shuffled", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Indices ``(training, validation)`` into :attr:`paths`, stratified by class.
 
-        In each class the first ``int(validation_split * n_class)`` files are
-        validation; the order within each part is the listing order.
+        In each class ``int(validation_split * n_class)`` files are
+        validation: with ``order="shuffled"`` a random choice that depends
+        on ``(seed, class)`` only (file names often follow the order of
+        acquisition, so the first files can differ from the rest); with
+        ``order="sorted"`` the first files in listing order, as Keras'
+        ``ImageDataGenerator(validation_split=...)`` takes them. Within each
+        part the order is the listing order.
         """
         train, val = [], []
         for label in range(len(self.class_names)):
             members = np.flatnonzero(self.labels == label)
             cut = int(validation_split * len(members))
-            val.append(members[:cut])
-            train.append(members[cut:])
+            held = np.zeros(len(members), dtype=bool)
+            if order == "sorted":
+                held[:cut] = True
+            else:
+                held[np.random.default_rng([seed, label]).permutation(len(members))[:cut]] = True
+            val.append(members[held])
+            train.append(members[~held])
         return np.concatenate(train), np.concatenate(val)
 
     def subset(self, indices: np.ndarray) -> "FolderIndex":
@@ -89,19 +100,43 @@ def find_class_names(root: str | Path) -> list[str]:
     return names
 
 
-def _list_class_files(folder: Path) -> tuple[list[str], list[str]]:
-    """Image files under ``folder`` in Keras' listing order, and the other files."""
-    images, others = [], []
+def list_files(folder: str | Path) -> tuple[list[str], list[str]]:
+    """Every file under ``folder`` (sub-folders included) in Keras' listing order, and what is left out.
+
+    The order is Keras' ``flow_from_directory`` order: folders sorted by
+    path, files sorted by name within each. Left out, and returned second:
+    hidden files and folders (names starting with a dot: ``.DS_Store``, the
+    temporary files of :mod:`mnist_folders.atomic`), and entries that are
+    not regular files (named pipes, sockets, devices: reading one could
+    block forever). A symbolic link that cannot be followed stays in the
+    first list, for the decoder to report as unreadable.
+    """
+    files, left_out = [], []
     walked = []
-    for dirpath, dirnames, files in os.walk(folder):
-        others.extend(os.path.join(dirpath, d) for d in dirnames if d.startswith("."))
+    for dirpath, dirnames, names in os.walk(folder):
+        left_out.extend(os.path.join(dirpath, d) for d in dirnames if d.startswith("."))
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # prune hidden folders from the walk
-        walked.append((dirpath, files))
-    for dirpath, files in sorted(walked, key=lambda entry: entry[0]):
-        for name in sorted(files):
+        walked.append((dirpath, names))
+    for dirpath, names in sorted(walked, key=lambda entry: entry[0]):
+        for name in sorted(names):
             path = os.path.join(dirpath, name)
-            usable = not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-            (images if usable else others).append(path)
+            (files if not name.startswith(".") and _regular_or_broken(path) else left_out).append(path)
+    return files, left_out
+
+
+def _regular_or_broken(path: str) -> bool:
+    """True for a regular file (links followed) and for a link that cannot be followed."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
+
+
+def _list_class_files(folder: Path) -> tuple[list[str], list[str]]:
+    """Image files under ``folder`` (by extension, any case), and every other entry."""
+    files, others = list_files(folder)
+    images = [path for path in files if path.lower().endswith(IMAGE_EXTENSIONS)]
+    others.extend(path for path in files if not path.lower().endswith(IMAGE_EXTENSIONS))
     return images, others
 
 

@@ -17,6 +17,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # ones its ImageDataGenerator lists (ppm, tif, tiff). Pillow decodes them all.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff")
 RESIZE_METHODS = ("stretch", "pad", "crop")
+CHANNELS = {"grayscale": 1, "rgb": 3}  # color_mode -> channels of the model input
+SCALE = 1.0 / 255.0  # uint8 pixels -> [0, 1]: the one place images are rescaled
+
+
+def scale(images):
+    """uint8 pixels -> float32 in [0, 1]; a NumPy array or a TensorFlow tensor of any shape."""
+    if hasattr(images, "astype"):
+        return images.astype(np.float32) * np.float32(SCALE)
+    import tensorflow as tf  # a tensor: TensorFlow is already loaded
+
+    return tf.cast(images, tf.float32) * SCALE
 
 
 class ImageReadError(Exception):
@@ -70,6 +81,20 @@ def resize(image: Image.Image, height: int, width: int, method: str = "stretch")
     return image.resize((width, height), bilinear)
 
 
+def is_colour(path: str | Path, tolerance: float = 4.0) -> bool:
+    """True when the image at ``path`` has colour: its channels differ by more than ``tolerance``
+    grey levels on average (a 64x64 thumbnail); False for grayscale modes and unreadable files."""
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("1", "L", "LA", "I", "F") or image.mode.startswith("I;16"):
+                return False
+            image.draft("RGB", (64, 64))  # JPEG: decode at a reduced size
+            rgb = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.int16)
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return float(np.abs(rgb[..., 0] - rgb[..., 1]).mean() + np.abs(rgb[..., 1] - rgb[..., 2]).mean()) > tolerance
+
+
 def lighter_borders(images: np.ndarray) -> np.ndarray:
     """Which images have a border lighter than their centre: dark strokes on a light background.
 
@@ -86,11 +111,12 @@ def lighter_borders(images: np.ndarray) -> np.ndarray:
     return gray[:, ring].mean(axis=1) > centre
 
 
-def load_image(path: str | Path, height: int, width: int, color_mode: str, resize_method: str = "stretch") -> np.ndarray:
-    """Read an image file as a ``(height, width, C)`` uint8 array.
+def decode(path: str | Path, color_mode: str) -> tuple[Image.Image, str]:
+    """Read an image file at its own size: ``(image in L or RGB, the mode stored in the file)``.
 
-    ``C`` is 1 for ``grayscale`` and 3 for ``rgb``. Images of another size are
-    resized by :func:`resize` with ``resize_method``.
+    The file is fully decoded, its EXIF orientation tag applied (the image
+    as a viewer shows it: phones store photos sideways with such a tag) and
+    its mode converted by :func:`convert_mode`.
 
     Raises:
         ImageReadError: not an image, truncated or corrupt data, or
@@ -100,15 +126,30 @@ def load_image(path: str | Path, height: int, width: int, color_mode: str, resiz
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                stored = image.mode
                 image.load()
-                image = convert_mode(image, color_mode)
+                return convert_mode(ImageOps.exif_transpose(image), color_mode), stored
     except UnidentifiedImageError:
         raise ImageReadError("not an image file Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageReadError(f"refused: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"corrupt or truncated image ({exc})") from None
-    image = resize(image, height, width, resize_method)
+    except Exception as exc:  # noqa: BLE001 - Pillow's parsers raise TypeError, IndexError, ... on crafted files
+        raise ImageReadError(f"corrupt image ({type(exc).__name__}: {exc})") from None
+
+
+def load_image(path: str | Path, height: int, width: int, color_mode: str, resize_method: str = "stretch") -> np.ndarray:
+    """Read an image file as a ``(height, width, C)`` uint8 array.
+
+    ``C`` is 1 for ``grayscale`` and 3 for ``rgb``. The file is read by
+    :func:`decode`; images of another size are resized by :func:`resize`
+    with ``resize_method``.
+
+    Raises:
+        ImageReadError: as :func:`decode`.
+    """
+    image = resize(decode(path, color_mode)[0], height, width, resize_method)
     array = np.asarray(image, dtype=np.uint8)
     return array[..., np.newaxis] if array.ndim == 2 else array
 
@@ -122,7 +163,7 @@ def load_images(paths: list[str], height: int, width: int, color_mode: str,
     light module (NumPy and Pillow only) so that worker processes can import it
     without TensorFlow.
     """
-    images = np.zeros((len(paths), height, width, 1 if color_mode == "grayscale" else 3), dtype=np.uint8)
+    images = np.zeros((len(paths), height, width, CHANNELS[color_mode]), dtype=np.uint8)
     failed = []
     for i, path in enumerate(paths):
         try:

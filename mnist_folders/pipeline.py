@@ -16,6 +16,7 @@ and both hold out the same validation files (see :mod:`mnist_folders.folders`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,15 +27,9 @@ import tensorflow as tf
 
 from .decoding import decode_images
 from .errors import DatasetError
-from .folders import FolderIndex
+from .folders import FolderIndex, index_tree
+from .images import SCALE, scale
 from .settings import Setting
-
-SCALE = 1.0 / 255.0
-
-
-def scale(images: Any) -> Any:
-    """uint8 pixels -> float32 in [0, 1]; works on NumPy arrays and tensors."""
-    return tf.cast(images, tf.float32) * SCALE if tf.is_tensor(images) else images.astype(np.float32) * SCALE
 
 
 @dataclass
@@ -77,16 +72,32 @@ def augmenter(setting: Setting) -> keras.Sequential:
     return keras.Sequential(steps, name="augmentation")
 
 
-def tfdata_training(setting: Setting, index: FolderIndex, progress: bool = True) -> TrainingData:
-    """The ``tfdata`` pipeline: decode once, keep in memory, reshuffle (and augment) every epoch."""
+def _decoded_split(setting: Setting, index: FolderIndex, progress: bool):
+    """Decode the training files and hold out validation: ``(train_x, train_y, val_x, val_y, failed)``.
+
+    Validation is ``setting.val_path``'s tree when set, else
+    ``setting.validation_split`` of each class (see :meth:`FolderIndex.split`).
+    ``*_x`` are ``(N, H, W, C)`` uint8, ``*_y`` ``(N,)`` int labels.
+    """
     decoded = decode_images(index.paths, setting, progress, "decode")
-    labels = index.labels[decoded.kept]
-    readable = FolderIndex(index.root, index.class_names, [index.paths[i] for i in decoded.kept], labels)
-    train_idx, val_idx = readable.split(setting.validation_split)
+    readable = index.subset(decoded.kept)
+    if setting.val_path is not None:
+        val_index = index_tree(setting.val_path, index.class_names, require_all=False)
+        val = decode_images(val_index.paths, setting, progress, "decode validation")
+        return (decoded.images, readable.labels, val.images, val_index.labels[val.kept],
+                sorted(decoded.failed + val.failed))
+    train_idx, val_idx = readable.split(setting.validation_split, setting.split_order, setting.seed)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise DatasetError(
             f"{index.root}: {len(readable)} readable images are too few for validation_split={setting.validation_split}"
         )
+    return (decoded.images[train_idx], readable.labels[train_idx], decoded.images[val_idx],
+            readable.labels[val_idx], decoded.failed)
+
+
+def tfdata_training(setting: Setting, index: FolderIndex, progress: bool = True) -> TrainingData:
+    """The ``tfdata`` pipeline: decode once, keep in memory, reshuffle (and augment) every epoch."""
+    train_x, train_y, val_x, val_y, failed = _decoded_split(setting, index, progress)
     num_classes = len(index.class_names)
     augment = augmenter(setting) if setting.augments else None
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -97,16 +108,16 @@ def tfdata_training(setting: Setting, index: FolderIndex, progress: bool = True)
             ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    train_images = tf.constant(decoded.images[train_idx])
-    train_targets = tf.constant(_one_hot(labels[train_idx], num_classes))
+    train_images = tf.constant(train_x)
+    train_targets = tf.constant(_one_hot(train_y, num_classes))
     seed = tf.constant(setting.seed, tf.int64)
 
     def epoch_order(_: tf.Tensor) -> tf.Tensor:
         # The order is a function of (seed, epoch) only, so a run resumed at
         # epoch k sees the same batches as an uninterrupted one.
-        return tf.random.experimental.stateless_shuffle(tf.range(len(train_idx)), seed=tf.stack([seed, epoch]))
+        return tf.random.experimental.stateless_shuffle(tf.range(len(train_y)), seed=tf.stack([seed, epoch]))
 
-    steps = -(-len(train_idx) // setting.batch_size)
+    steps = -(-len(train_y) // setting.batch_size)
     train = (
         tf.data.Dataset.from_tensors(0)
         .map(epoch_order)
@@ -115,38 +126,43 @@ def tfdata_training(setting: Setting, index: FolderIndex, progress: bool = True)
         .apply(tf.data.experimental.assert_cardinality(steps))  # lets Keras show "step k/steps"
         .map(lambda idx: (tf.gather(train_images, idx), tf.gather(train_targets, idx)))
     )
-    validation = tf.data.Dataset.from_tensor_slices(
-        (decoded.images[val_idx], _one_hot(labels[val_idx], num_classes))
-    ).batch(setting.batch_size)
-    return TrainingData(finish(train, True), finish(validation, False), labels[train_idx], len(val_idx),
-                        steps, decoded.failed, set_epoch=epoch.assign)
+    validation = tf.data.Dataset.from_tensor_slices((val_x, _one_hot(val_y, num_classes))).batch(setting.batch_size)
+    return TrainingData(finish(train, True), finish(validation, False), train_y, len(val_y),
+                        steps, failed, set_epoch=epoch.assign)
 
 
 def idg_training(setting: Setting, index: FolderIndex, progress: bool = False) -> TrainingData:
-    """The ``idg`` pipeline: ``ImageDataGenerator.flow_from_directory`` training and validation subsets.
+    """The ``idg`` pipeline: ``ImageDataGenerator`` training and validation iterators.
 
-    Every file is test-decoded first: Keras would otherwise stop with a
-    traceback at the first unreadable file, possibly hours into training.
+    With ``split_order="sorted"`` and no ``val_dir`` this is the classic
+    ``flow_from_directory(subset=...)``; otherwise ``flow_from_dataframe``
+    over the explicit file lists of :meth:`FolderIndex.split` (or the
+    ``val_dir`` tree), so both pipelines hold out the same files. Every
+    file is test-decoded first: Keras would otherwise stop with a traceback
+    at the first unreadable file, possibly hours into training.
 
     Raises:
         DatasetError: unreadable image files (the ``tfdata`` pipeline skips them instead).
     """
-    failed = decode_images(index.paths, setting, progress, "check images").failed
+    val_index = index_tree(setting.val_path, index.class_names, require_all=False) if setting.val_path else None
+    checked = index.paths + (val_index.paths if val_index else [])
+    failed = decode_images(checked, setting, progress, "check images").failed
     if failed:
         path, reason = failed[0]
         raise DatasetError(
-            f"{path}: {reason} ({len(failed)} unreadable files in {index.root}); remove them, "
+            f"{path}: {reason} ({len(failed)} unreadable files); remove them, "
             "or use pipeline=tfdata, which skips and lists them"
         )
     # Deprecated in Keras 3 and kept on purpose: it is the classic tutorial
     # pipeline, our reference. `keras.preprocessing.image` no longer exports it.
     from tensorflow.keras.preprocessing.image import ImageDataGenerator
 
-    plain = ImageDataGenerator(rescale=SCALE, validation_split=setting.validation_split)
+    split = None if val_index else setting.validation_split
+    plain = ImageDataGenerator(rescale=SCALE, validation_split=split or 0.0)
     # A second generator for the training subset only: validation is never augmented.
     augmenting = ImageDataGenerator(
         rescale=SCALE,
-        validation_split=setting.validation_split,
+        validation_split=split or 0.0,
         rotation_range=setting.rotation_range,
         width_shift_range=setting.shift_range,
         height_shift_range=setting.shift_range,
@@ -154,8 +170,8 @@ def idg_training(setting: Setting, index: FolderIndex, progress: bool = False) -
         fill_mode="constant",
         cval=0.0,
     )
+    trainer = augmenting if setting.augments else plain
     common = dict(
-        directory=str(index.root),
         target_size=(setting.image_height, setting.image_width),
         color_mode=setting.color_mode,
         classes=index.class_names,
@@ -164,9 +180,27 @@ def idg_training(setting: Setting, index: FolderIndex, progress: bool = False) -
         seed=setting.seed,
         interpolation="bilinear",
     )
-    train = (augmenting if setting.augments else plain).flow_from_directory(subset="training", shuffle=True, **common)
-    validation = plain.flow_from_directory(subset="validation", shuffle=False, **common)
+    if setting.split_order == "sorted" and val_index is None:
+        train = trainer.flow_from_directory(directory=str(index.root), subset="training", shuffle=True, **common)
+        validation = plain.flow_from_directory(directory=str(index.root), subset="validation", shuffle=False,
+                                               **common)
+    else:
+        if val_index is None:
+            train_idx, val_idx = index.split(setting.validation_split, setting.split_order, setting.seed)
+            train_files, val_files = index.subset(train_idx), index.subset(val_idx)
+        else:
+            train_files, val_files = index, val_index
+        train = trainer.flow_from_dataframe(_frame(train_files), shuffle=True, **common)
+        validation = plain.flow_from_dataframe(_frame(val_files), shuffle=False, **common)
     return TrainingData(train, validation, np.asarray(train.classes), validation.samples, len(train))
+
+
+def _frame(index: FolderIndex):
+    """A pandas DataFrame of absolute file paths and class names, as ``flow_from_dataframe`` takes it."""
+    import pandas as pd
+
+    return pd.DataFrame({"filename": [os.path.abspath(p) for p in index.paths],
+                         "class": [index.class_names[label] for label in index.labels]})
 
 
 def training_data(setting: Setting, index: FolderIndex, progress: bool = True) -> TrainingData:

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
+from .names import display  # noqa: E402
 
 TRAINING_CURVES = "training_curves.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
@@ -60,6 +61,7 @@ def training_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
 def confusion_matrix(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: Path) -> Path:
     """The confusion matrix as a heat map with counts (rows true, columns predicted)."""
     matrix = np.asarray(confusion)
+    class_names = [display(name) for name in class_names]  # folder names with undecodable bytes
     n = len(class_names)
     size = min(max(5.0, 0.6 * n), 30.0)
     figure, axis = plt.subplots(figsize=(size, size))
@@ -117,3 +119,19 @@ def samples_per_class(images: np.ndarray, labels: np.ndarray, path: Path, per_cl
         rows.extend([np.zeros_like(images[0])] * blanks)
         titles.extend([""] * blanks)
     return image_grid(np.stack(rows), titles, path, columns=per_class, title="samples per class")
+
+
+def lr_sweep(learning_rates: Sequence[float], smoothed_losses: Sequence[float], suggestion: float,
+             path: Path) -> Path:
+    """Loss against learning rate (log scale) with the suggested rate marked; for ``--mode lr_find``."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(learning_rates, smoothed_losses, label="training loss (smoothed)")
+    axis.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested learning_rate {suggestion:.2g}")
+    axis.set_xscale("log")
+    finite = [v for v in smoothed_losses if np.isfinite(v)]
+    if finite:
+        axis.set_ylim(min(finite) * 0.9, min(max(finite), 4 * min(finite)) * 1.05)
+    axis.set_xlabel("learning rate")
+    axis.set_ylabel("loss")
+    axis.legend()
+    return _save(figure, path)

@@ -1,10 +1,7 @@
-"""Predict every image file in a folder with a trained model, in batches."""
-
-from __future__ import annotations
+"""Predict every image file in a folder with a trained model, in batches, into a CSV."""
 
 import csv
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,16 +12,18 @@ from . import artifacts
 from .atomic import write_text
 from .decoding import decode_chunks
 from .errors import DatasetError
-from .images import lighter_borders
-from .pipeline import scale
+from .folders import list_files
+from .images import lighter_borders, scale
+from .names import display, safe_cell
+from .settings import Setting
 
-PREDICT_BATCH_BYTES = 64 * 2**20  # float32 input per forward pass
+INFERENCE_BATCH_BYTES = 64 * 2**20  # float32 input per forward pass
 TOP_K = 3
 
 
 @dataclass
 class Prediction:
-    """One file's result: the top class name, its softmax probability, and the top-k."""
+    """One file's result: the top class name, its softmax probability, and the top-k (best first)."""
 
     path: str
     class_name: str
@@ -41,19 +40,19 @@ class PredictionRun:
     csv_path: Path | None = None
 
 
-def batch_size(input_shape: tuple[int, ...]) -> int:
+def inference_batch_size(input_shape: tuple[int, ...]) -> int:
     """Images per forward pass: up to 1,024, fewer for large images (about 64 MB of float32 input)."""
-    return max(8, min(1024, PREDICT_BATCH_BYTES // (4 * int(np.prod(input_shape)))))
+    return max(8, min(1024, INFERENCE_BATCH_BYTES // (4 * int(np.prod(input_shape)))))
 
 
 def predict_probabilities(model, images: np.ndarray, progress: bool = False) -> np.ndarray:
     """Softmax outputs ``(N, classes)`` float32 for ``(N, H, W, C)`` uint8 images, in batches.
 
-    One ``predict_on_batch`` per batch of :func:`batch_size` images: cheaper
-    than ``model.predict``, which sets up a data adapter and a step loop per
-    call (``bench/predict_speed.py`` measures the two side by side).
+    One ``predict_on_batch`` per batch of :func:`inference_batch_size`
+    images: cheaper than ``model.predict``, which sets up a data adapter and
+    a step loop per call (``bench/predict_speed.py`` measures the two).
     """
-    step = batch_size(images.shape[1:])
+    step = inference_batch_size(images.shape[1:])
     outputs = [np.zeros((0, *model.output_shape[1:]), dtype=np.float32)]
     with tqdm(total=len(images), desc="predict", unit="img", disable=not progress) as bar:
         for start in range(0, len(images), step):
@@ -62,64 +61,62 @@ def predict_probabilities(model, images: np.ndarray, progress: bool = False) -> 
     return np.concatenate(outputs)
 
 
-def list_files(folder: Path) -> list[str]:
-    """Every non-hidden file under ``folder`` (sub-folders included), sorted.
+def files_to_predict(target: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """The files under folder ``target`` (or ``target`` itself when it is a file), and those left out.
 
     Raises:
-        DatasetError: ``folder`` does not exist or is not a folder.
+        DatasetError: ``target`` does not exist.
     """
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: folder to predict not found")
-    files = []
-    for dirpath, dirnames, names in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        files.extend(os.path.join(dirpath, n) for n in names if not n.startswith("."))
-    return sorted(files)
+    if target.is_file():
+        return [str(target)], []
+    if not target.is_dir():
+        raise DatasetError(f"{display(target)}: no such folder or image file to predict")
+    files, left_out = list_files(target)
+    return files, [(path, "not a regular file") for path in left_out if not Path(path).name.startswith(".")]
 
 
-def predict_folder(model_dir: Path, folder: Path | None = None, output: Path | None = None,
-                   progress: bool = True, invert: str | None = None) -> PredictionRun:
-    """Predict every image under ``folder`` with the best checkpoint of ``model_dir``.
+def invert_where_needed(images: np.ndarray, invert: str, trained_light: bool) -> np.ndarray:
+    """Apply the ``invert`` setting to ``(N, H, W, C)`` uint8 images (in place; returned)."""
+    if invert == "true":
+        images = 255 - images
+    elif invert == "auto":
+        flip = lighter_borders(images) != trained_light
+        images[flip] = 255 - images[flip]
+    return images
 
-    Any file Pillow reads is converted to the model's input (size, color mode,
-    bit depth; see :func:`mnist_folders.images.load_image`); other files are
-    skipped and listed. A background thread decodes the files in chunks
-    while the model predicts the chunks already decoded, in batches of
-    :func:`batch_size` images.
+
+def predict(setting: Setting, output: Path | None = None, progress: bool = True) -> PredictionRun:
+    """Predict every image under ``setting.predict_path`` with the best checkpoint of ``setting.model_path``.
+
+    Any file Pillow reads is converted to the model's input (size, colour
+    mode, bit depth; see :func:`mnist_folders.images.load_image`); other
+    files are skipped and listed. A background thread decodes the files in
+    chunks while the model predicts the chunks already decoded.
 
     Args:
-        model_dir: a trained model directory.
-        folder: the images; default: the saved Setting's ``predict_dir``.
-        output: the CSV to write; default ``<model_dir>/predictions.csv``.
-            Columns: path, class, confidence, top3 (``name:probability``
-            pairs joined by ``;``).
-        progress: show tqdm bars.
-        invert: ``auto``, ``true`` or ``false`` (see ``Setting.invert``);
-            default: the saved Setting's.
+        setting: a trained model's Setting (:func:`mnist_folders.artifacts.setting_for_model`).
+        output: the CSV to write; default ``<model_dir>/predictions.csv``
+            (columns: see :func:`to_csv`).
+        progress: show a tqdm bar.
 
     Raises:
-        CheckpointError: no trained model in ``model_dir``.
-        DatasetError: ``folder`` does not exist.
+        CheckpointError: no trained model in the model directory.
+        DatasetError: the predict folder does not exist.
+        OSError: the CSV cannot be written (checked before any work).
     """
-    setting = artifacts.load_trained_setting(model_dir)
-    folder = Path(folder) if folder else setting.predict_path
-    paths = list_files(folder)
-    invert = setting.invert if invert is None else invert
+    model_dir = setting.model_path
+    paths, skipped = files_to_predict(setting.predict_path)
+    csv_path = Path(output) if output else model_dir / artifacts.PREDICTIONS
+    artifacts.ensure_writable(csv_path.parent, what="folder for the predictions CSV")
     trained_light = artifacts.light_background_share(model_dir) > 0.5
-    run = PredictionRun([])
+    run = PredictionRun([], skipped)
     # Decoding starts while the model loads; one thread, not processes: the model needs the cores.
     with decode_chunks(paths, setting, processes=False) as chunks:
         model, _, class_names = artifacts.load_trained_model(model_dir, setting)
         parts, kept = [np.zeros((0, len(class_names)), dtype=np.float32)], [np.zeros(0, dtype=np.int64)]
         with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
-            # The decoding thread works on the next chunks while the model works on this one.
             for chunk in chunks:
-                images = chunk.images
-                if invert == "true":
-                    images = 255 - images
-                elif invert == "auto":
-                    flip = lighter_borders(images) != trained_light
-                    images[flip] = 255 - images[flip]
+                images = invert_where_needed(chunk.images, setting.invert, trained_light)
                 parts.append(predict_probabilities(model, images))
                 kept.append(chunk.kept)
                 run.skipped.extend(chunk.failed)
@@ -129,21 +126,37 @@ def predict_folder(model_dir: Path, folder: Path | None = None, output: Path | N
     if len(kept) == 0:
         return run
     k = min(TOP_K, len(class_names))
-    ranked = np.argsort(-probabilities, axis=1)[:, :k]
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     scores = np.take_along_axis(probabilities, ranked, axis=1).tolist()
     for i, classes, top_scores in zip(kept, ranked.tolist(), scores):
         top = [(class_names[j], p) for j, p in zip(classes, top_scores)]
         run.predictions.append(Prediction(paths[i], top[0][0], top[0][1], top))
-    run.csv_path = Path(output) if output else model_dir / artifacts.PREDICTIONS
-    write_text(run.csv_path, to_csv(run.predictions))
+    run.csv_path = csv_path
+    write_text(csv_path, to_csv(run.predictions))
     return run
 
 
+def csv_header(k: int = TOP_K) -> list[str]:
+    """``path, class, confidence, top2, top2_confidence, ...`` up to ``top<k>``."""
+    ranks = [name for r in range(2, k + 1) for name in (f"top{r}", f"top{r}_confidence")]
+    return ["path", "class", "confidence", *ranks]
+
+
 def to_csv(predictions: list[Prediction]) -> str:
-    """CSV text with columns path, class, confidence, top3."""
+    """CSV text (RFC 4180: CRLF line ends, fields with separators or line breaks quoted).
+
+    Columns: ``path`` (undecodable bytes in names as ``\\xNN``), ``class``,
+    ``confidence`` (its softmax probability), then ``top2``,
+    ``top2_confidence``, ... the next classes by probability. Text cells
+    that a spreadsheet would read as a formula get a leading apostrophe.
+    """
+    k = max((len(p.top_k) for p in predictions), default=TOP_K)
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "class", "confidence", f"top{TOP_K}"])
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(csv_header(k))
     for p in predictions:
-        writer.writerow([p.path, p.class_name, f"{p.confidence:.6f}", ";".join(f"{n}:{c:.6f}" for n, c in p.top_k)])
+        row = [safe_cell(display(p.path)), safe_cell(display(p.class_name)), f"{p.confidence:.6f}"]
+        for name, probability in p.top_k[1:]:
+            row += [safe_cell(display(name)), f"{probability:.6f}"]
+        writer.writerow(row)
     return buffer.getvalue()

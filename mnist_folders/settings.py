@@ -1,109 +1,231 @@
 """The :class:`Setting` dataclass: every path, the image shape, the class names
-and the hyperparameters of a run, with validation and TOML/flag overrides.
+and the hyperparameters of a run, each described once.
+
+Each field carries one :class:`Option` (``field(metadata=...)``): its help
+text, group, kind, allowed values or range. From those descriptions come the
+command-line flags (:func:`mnist_folders.cli.add_setting_flags`), the
+validation (:meth:`Setting.validate`, table-driven), the TOML keys and their
+error messages, and the generated tables of ``README.md``, ``setting.py`` and
+``configs/mnist.toml`` (``python -m mnist_folders.settings_docs``). Adding a
+setting is one ``option(...)`` line here plus its use.
 
 Defaults serve MNIST as exported by ``parse_mnist.py`` with no flags. Precedence,
 lowest first: the defaults below, a TOML file (flat ``key = value`` lines whose
 keys are the field names), then command-line flags. Relative paths are relative
-to the current directory.
+to the current directory. This module imports neither TensorFlow nor Keras.
 """
-
-from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
+import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import SettingError
-from .images import RESIZE_METHODS
-from .precision import PRECISIONS
+from .images import CHANNELS, RESIZE_METHODS
+from .dtype_policy import DTYPE_POLICIES
 
-COLOR_MODES = {"grayscale": 1, "rgb": 3}
+DEFAULT_DATA_DIR = "mnist_data"
+GROUPS = ("paths", "image", "classes", "training", "system")
 PIPELINES = ("tfdata", "idg")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
-DEFAULT_DATA_DIR = "mnist_data"
-# Hyperparameters whose default depends on the model (ModelSpec fields of the same names).
-MODEL_DEFAULTS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_decay",
-                  "rotation_range", "shift_range", "zoom_range", "precision")
+INVERT = ("auto", "true", "false")
+CLASS_WEIGHTS = ("auto", "none", "balanced")
+SPLIT_ORDERS = ("shuffled", "sorted")
+LR_SCHEDULES = ("constant", "cosine")
+# Settings that define what the trained model is: a model directory refuses a
+# different value for them (see Setting.for_model).
+MODEL_DEFINING = ("image_height", "image_width", "color_mode", "class_names", "model")
+
+
+def _model_names() -> tuple[str, ...]:
+    from .models import MODELS  # the registry imports no Keras until a model is built
+
+    return ("auto", *MODELS)
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one setting is described, parsed and checked.
+
+    Attributes:
+        help: one line for ``--help`` and the generated tables.
+        group: one of :data:`GROUPS`.
+        kind: ``int``, ``float``, ``str`` or ``names`` (a list of strings).
+        choices: the allowed strings (or a function returning them); for an
+            ``int`` kind, words accepted besides integers (``epochs = "auto"``).
+        low, high: inclusive bounds of a number, or exclusive where
+            ``low_open`` / ``high_open``.
+        model_default: ``None`` means "the chosen model's own default" (from
+            its :data:`~mnist_folders.models.MODELS` entry).
+        default_text: how the default reads in the docs when it is not the
+            field's literal default.
+        aliases: extra flag names.
+    """
+
+    help: str
+    group: str
+    kind: str
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    model_default: bool = False
+    default_text: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    def allowed(self) -> tuple[str, ...]:
+        return self.choices() if callable(self.choices) else self.choices
+
+    def range_text(self) -> str:
+        """``[0, 1)``-style text of the bounds; ``""`` when unbounded."""
+        if self.low is None and self.high is None:
+            return ""
+        if self.high is None:
+            return f"> {_num(self.low)}" if self.low_open else f">= {_num(self.low)}"
+        left = "(" if self.low_open else "["
+        right = ")" if self.high_open else "]"
+        return f"{left}{_num(self.low)}, {_num(self.high)}{right}"
+
+    def range_phrase(self) -> str:
+        """The bounds as words: ``at least 1``, ``greater than 0``, ``in (0, 1)``."""
+        if self.high is None:
+            return f"greater than {_num(self.low)}" if self.low_open else f"at least {_num(self.low)}"
+        return f"in {self.range_text()}"
+
+    def check(self, name: str, value: Any) -> None:
+        """Raise :class:`SettingError` naming ``name`` when ``value`` breaks this description."""
+        allowed = self.allowed()
+        if isinstance(value, str) and self.kind == "int" and value in allowed:
+            return
+        if not _has_kind(value, self.kind):
+            words = f" or one of {', '.join(allowed)}" if self.kind == "int" and allowed else ""
+            raise SettingError(f"{name} must be of type {self.kind}{words}. Received: {name}={value!r}")
+        if self.kind == "str" and allowed and value not in allowed:
+            raise SettingError(f"{name} must be one of {', '.join(allowed)}. Received: {name}={value!r}")
+        if self.kind in ("int", "float") and not self._in_range(value):
+            raise SettingError(f"{name} must be {self.range_phrase()}. Received: {name}={value!r}")
+
+    def _in_range(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _has_kind(value: Any, kind: str) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "names":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, str)
+
+
+def option(default: Any, help: str, group: str, kind: str | None = None, **rules: Any) -> Any:
+    """A dataclass field described by an :class:`Option` (``kind`` inferred from ``default``)."""
+    kind = kind or {int: "int", float: "float", str: "str"}[type(default)]
+    return dataclasses.field(default=default, metadata={"option": Option(help, group, kind, **rules)})
 
 
 @dataclass
 class Setting:
     """One run's configuration. Change values here, in a TOML file or by flags.
 
-    Paths (``None`` means "under ``data_dir``"):
-        data_dir: root of the exported tree (``mnist_data``).
-        train_dir: class-per-folder training images (``<data_dir>/train``).
-        test_dir: class-per-folder test images (``<data_dir>/test``).
-        predict_dir: images to predict, any layout (``<data_dir>/tmp``).
-        model_dir: where checkpoints, history and reports go.
-
-    Image:
-        image_height, image_width: pixels the model sees; images of other
-            sizes are resized.
-        color_mode: ``grayscale`` (1 channel) or ``rgb`` (3 channels).
-        resize_method: ``stretch`` (ignore the aspect ratio), ``pad`` (keep
-            it, black margins) or ``crop`` (keep it, centre crop); ``pad`` and
-            ``crop`` need the ``tfdata`` pipeline.
-        invert: prediction input only. ``auto`` inverts an image whose
-            polarity (border lighter than centre: dark strokes on a light
-            background) differs from most training images; ``true`` always
-            inverts, ``false`` never.
-
-    Classes:
-        class_names: the class folder names in index order; ``None`` infers
-            them from the train folder's sub-folders, sorted.
-        class_weight: ``none``, or ``balanced`` to weight each class's loss by
-            ``n_images / (n_classes * n_images_of_class)`` (unbalanced data).
-
-    Training (``None``: the model's own default, from its registry entry):
-        model: a name from :data:`mnist_folders.models.MODELS`.
-        epochs, batch_size: the usual; an epoch is one pass over the training
-            subset.
-        validation_split: fraction of each class held out for validation, in
-            (0, 1); the first files of each class in sorted order.
-        optimizer: ``rmsprop``, ``adam`` or ``sgd``; learning_rate its step size.
-        lr_decay: the learning rate is multiplied by this after every epoch.
-        rotation_range (degrees), shift_range, zoom_range (fractions of the
-            image size): random augmentation of training images; 0 is off.
-            Never applied to validation, evaluation or prediction.
-        seed: seeds Python, NumPy, TensorFlow and the shuffles.
-        pipeline: ``tfdata`` (decode once, cache, shuffle, prefetch) or ``idg``
-            (the classic ``ImageDataGenerator.flow_from_directory``).
-        precision: ``float32``, ``mixed_bfloat16``, or ``auto`` (bfloat16
-            only on CPUs with AVX-512 BF16; see mnist_folders/precision.py).
-            The reference model's default is ``auto``, the others' ``float32``.
+    Every field is described once, by its ``option(...)`` below: the
+    generated table in ``setting.py`` and ``README.md`` lists them all.
+    ``None`` in a path means "under ``data_dir``"; ``None`` in a training
+    hyperparameter means the chosen model's own default.
     """
 
-    data_dir: str = DEFAULT_DATA_DIR
-    train_dir: str | None = None
-    test_dir: str | None = None
-    predict_dir: str | None = None
-    model_dir: str = "models/mnist"
-    image_height: int = 28
-    image_width: int = 28
-    color_mode: str = "grayscale"
-    resize_method: str = "stretch"
-    invert: str = "auto"
-    class_names: list[str] | None = None
-    class_weight: str = "none"
-    model: str = "cnn_64_128_256"
-    # None: the model's own default (see MODELS in mnist_folders/models.py).
-    epochs: int | None = None
-    batch_size: int | None = None
-    validation_split: float = 0.2
-    optimizer: str | None = None
-    learning_rate: float | None = None
-    lr_decay: float | None = None
-    rotation_range: float | None = None
-    shift_range: float | None = None
-    zoom_range: float | None = None
-    seed: int = 1337
-    pipeline: str = "tfdata"
-    precision: str | None = None
+    # ---- paths ----
+    data_dir: str = option(DEFAULT_DATA_DIR, "root holding train/, test/, tmp/", "paths")
+    train_dir: str | None = option(None, "class-per-folder training images", "paths", "str",
+                                   default_text="<data_dir>/train")
+    test_dir: str | None = option(None, "class-per-folder test images (evaluate)", "paths", "str",
+                                  default_text="<data_dir>/test")
+    val_dir: str | None = option(None, "class-per-folder validation images; none: a validation_split of train_dir",
+                                 "paths", "str", default_text="none")
+    predict_dir: str | None = option(None, "images to predict, any layout", "paths", "str",
+                                     default_text="<data_dir>/tmp", aliases=("--input",))
+    model_dir: str = option("models/mnist", "checkpoints, history and reports", "paths")
+    # ---- image ----
+    image_height: int = option(28, "model input height in pixels", "image", low=1)
+    image_width: int = option(28, "model input width in pixels", "image", low=1)
+    color_mode: str = option("auto", "channels the model sees: grayscale (1), rgb (3), or auto: rgb when "
+                             "more than 5 % of (up to 200) training images have colour", "image",
+                             choices=("auto", *CHANNELS))
+    resize_method: str = option("stretch", "how other sizes are fitted: stretch, pad (black margins) or crop "
+                                "(centre); pad and crop need pipeline=tfdata", "image", choices=RESIZE_METHODS)
+    invert: str = option("auto", "predict: invert dark-on-light images; auto: when their polarity differs "
+                         "from most training images", "image", choices=INVERT)
+    # ---- classes ----
+    class_names: list[str] | None = option(None, "classes in output order (flag: comma-separated)", "classes",
+                                           "names", default_text="train sub-folders, sorted")
+    class_weight: str = option("auto", "balanced: weight each class's loss by n / (classes x n_class); auto: "
+                               "balanced when the largest class has 2x the images of the smallest", "classes",
+                               choices=CLASS_WEIGHTS)
+    # ---- training ----
+    model: str = option("auto", "registered model (see the Models table); auto: cnn_64_128_256 for images "
+                        "up to 48 px, cnn_fast above", "training", choices=_model_names)
+    backbone_weights: str | None = option(None, "a local .h5 file of ImageNet weights (no top) for a Keras "
+                                          "Applications model", "training", "str", default_text="none (random)")
+    init_from: str | None = option(None, "start from these weights: a model directory, a .keras or a "
+                                   ".weights.h5 file; a different class count gets a new head", "training",
+                                   "str", default_text="none")
+    epochs: int | str = option("auto", "passes over the training subset; auto: until val_accuracy stops "
+                               "improving (patience), within max_epochs and max_minutes", "training", "int",
+                               low=1, choices=("auto",))
+    patience: int | str = option("auto", "epochs = auto: epochs without a better val_accuracy before stopping; "
+                                 "auto: enough for 600 steps, at least 3", "training", "int", low=1,
+                                 choices=("auto",))
+    max_epochs: int | str = option("auto", "epochs = auto: the most epochs; auto: enough for 8,000 steps, "
+                                   "15 to 400", "training", "int", low=1, choices=("auto",))
+    max_minutes: float = option(0.0, "epochs = auto: stop after the epoch that passes this wall-clock time "
+                                "(0: no limit)", "training", low=0.0)
+    batch_size: int | str = option("auto", "images per training step; auto: the model's default (256 for the "
+                                   "reference model), halved while an epoch has under 25 steps", "training",
+                                   "int", low=1, choices=("auto",))
+    validation_split: float = option(0.2, "fraction of each class held out for validation", "training",
+                                     low=0.0, high=1.0, low_open=True, high_open=True)
+    split_order: str = option("shuffled", "which files validation_split holds out: shuffled (a seeded random "
+                              "choice per class) or sorted (the first of each class, as ImageDataGenerator)",
+                              "training", choices=SPLIT_ORDERS)
+    optimizer: str | None = option(None, "optimizer", "training", "str", choices=OPTIMIZERS, model_default=True)
+    learning_rate: float | None = option(None, "the optimizer's step size", "training", "float", low=0.0,
+                                         low_open=True, model_default=True)
+    lr_schedule: str = option("constant", "constant (times lr_decay per epoch) or cosine (decay to 0 over "
+                              "epochs or max_epochs)", "training", choices=LR_SCHEDULES)
+    warmup_epochs: int = option(0, "epochs of linear learning-rate warm-up before the schedule", "training",
+                                low=0)
+    lr_decay: float | None = option(None, "learning-rate factor applied after every epoch", "training", "float",
+                                    low=0.0, high=1.0, low_open=True, model_default=True)
+    label_smoothing: float | None = option(None, "share of each target spread over the other classes "
+                                           "(0: one-hot targets)", "training", "float", low=0.0, high=1.0,
+                                           high_open=True, model_default=True)
+    rotation_range: float | None = option(None, "augmentation: random rotation, degrees", "training", "float",
+                                          low=0.0, high=180.0, model_default=True)
+    shift_range: float | None = option(None, "augmentation: random shift, fraction of the size", "training",
+                                       "float", low=0.0, high=1.0, high_open=True, model_default=True)
+    zoom_range: float | None = option(None, "augmentation: random zoom, fraction", "training", "float",
+                                      low=0.0, high=1.0, high_open=True, model_default=True)
+    # ---- system ----
+    seed: int = option(1337, "seeds Python, NumPy, TensorFlow and the shuffles", "system", low=0, high=2**31 - 1)
+    pipeline: str = option("tfdata", "tfdata (decode once, in memory) or idg (ImageDataGenerator)", "system",
+                           choices=PIPELINES)
+    dtype_policy: str | None = option(None, "Keras dtype policy: float32, mixed_bfloat16, or auto (bfloat16 "
+                                      "on CPUs with AVX-512 BF16 or AMX)", "system", "str",
+                                      choices=DTYPE_POLICIES, model_default=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.invert, bool):  # TOML `invert = true` reads as a boolean
@@ -113,24 +235,25 @@ class Setting:
 
     def _fill_model_defaults(self) -> None:
         """Replace ``None`` hyperparameters by the chosen model's defaults."""
-        from .models import MODELS  # deferred: importing Keras is slow and parse_mnist does not need it
+        from .models import MODELS
 
         spec = MODELS.get(self.model) if isinstance(self.model, str) else None
         if spec is None:
             return  # validate() reports the unknown model
-        for name in MODEL_DEFAULTS:
-            if getattr(self, name) is None:
+        for name, opt in options().items():
+            if opt.model_default and getattr(self, name) is None:
                 setattr(self, name, getattr(spec, name))
 
+    # ---- derived values -------------------------------------------------
     @property
     def augments(self) -> bool:
         """True when any augmentation range is non-zero."""
         return bool(self.rotation_range or self.shift_range or self.zoom_range)
 
-    # ---- derived values -------------------------------------------------
     @property
     def channels(self) -> int:
-        return COLOR_MODES[self.color_mode]
+        """1 or 3; raises ``KeyError`` while ``color_mode`` is ``auto`` (training resolves it from the images)."""
+        return CHANNELS[self.color_mode]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -146,6 +269,10 @@ class Setting:
         return Path(self.test_dir or Path(self.data_dir) / "test")
 
     @property
+    def val_path(self) -> Path | None:
+        return Path(self.val_dir) if self.val_dir else None
+
+    @property
     def predict_path(self) -> Path:
         return Path(self.predict_dir or Path(self.data_dir) / "tmp")
 
@@ -155,46 +282,23 @@ class Setting:
 
     # ---- validation -----------------------------------------------------
     def validate(self) -> None:
-        """Check every value; raise :class:`SettingError` naming the first bad one."""
-        from .models import MODELS
+        """Check every value against its :class:`Option`, then the rules between fields.
 
-        _check_type("model", self.model, "str")
-        _check_choice("model", self.model, tuple(MODELS))
+        Raises:
+            SettingError: naming the first bad value.
+        """
         for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), f.type if f.name not in MODEL_DEFAULTS else f.type.replace(" | None", ""))
-        if self.epochs < 1:
-            raise SettingError(f"epochs must be at least 1. Received: epochs={self.epochs}")
-        if self.batch_size < 1:
-            raise SettingError(f"batch_size must be at least 1. Received: batch_size={self.batch_size}")
-        if not 0.0 < self.validation_split < 1.0:
-            raise SettingError(
-                f"validation_split must be in (0, 1). Received: validation_split={self.validation_split}"
-            )
-        if self.learning_rate <= 0:
-            raise SettingError(f"learning_rate must be positive. Received: learning_rate={self.learning_rate}")
-        if not 0 < self.lr_decay <= 1:
-            raise SettingError(f"lr_decay must be in (0, 1]. Received: lr_decay={self.lr_decay}")
-        if not 0 <= self.rotation_range <= 180:
-            raise SettingError(f"rotation_range must be in [0, 180] degrees. Received: rotation_range={self.rotation_range}")
-        for name in ("shift_range", "zoom_range"):
-            if not 0 <= getattr(self, name) < 1:
-                raise SettingError(f"{name} must be in [0, 1). Received: {name}={getattr(self, name)}")
-        if self.image_height < 1 or self.image_width < 1:
-            raise SettingError(
-                f"image size must be positive. Received: image_height={self.image_height}, "
-                f"image_width={self.image_width}"
-            )
-        _check_choice("color_mode", self.color_mode, tuple(COLOR_MODES))
-        _check_choice("resize_method", self.resize_method, RESIZE_METHODS)
-        _check_choice("invert", self.invert, ("auto", "true", "false"))
-        _check_choice("class_weight", self.class_weight, ("none", "balanced"))
+            opt, value = f.metadata["option"], getattr(self, f.name)
+            if value is None:
+                # model = "auto" picks the model, and its defaults, when training sees the data.
+                if f.default is not None or opt.model_default and self.model != "auto":
+                    raise SettingError(f"{f.name} must be set. Received: {f.name}=None")
+                continue
+            opt.check(f.name, value)
         if self.pipeline == "idg" and self.resize_method != "stretch":
             raise SettingError(
                 f"resize_method={self.resize_method!r} needs pipeline='tfdata' (ImageDataGenerator only stretches)"
             )
-        _check_choice("pipeline", self.pipeline, PIPELINES)
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.class_names is not None:
             if len(self.class_names) < 2:
                 raise SettingError(f"class_names needs at least 2 classes. Received: {self.class_names}")
@@ -205,16 +309,16 @@ class Setting:
     @classmethod
     def from_sources(cls, config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> "Setting":
         """Defaults, then the TOML file ``config``, then ``overrides`` (``None`` values ignored)."""
-        values: dict[str, Any] = {}
-        if config is not None:
-            values.update(read_toml(config))
-        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls.from_dict(values, source=str(config) if config else "settings")
+        return cls.from_dict(chosen_values(config, overrides), source=str(config) if config else "settings")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "settings") -> "Setting":
-        """Build from a mapping; unknown keys raise :class:`SettingError` naming the closest valid key."""
-        names = [f.name for f in dataclasses.fields(cls)]
+        """Build from a mapping.
+
+        Raises:
+            SettingError: an unknown key (naming the closest valid one) or an invalid value.
+        """
+        names = list(options())
         for key in values:
             if key not in names:
                 close = difflib.get_close_matches(key, names, n=1)
@@ -222,18 +326,56 @@ class Setting:
                 raise SettingError(f"{source}: unknown setting {key!r}{hint}")
         return cls(**values)
 
+    @classmethod
+    def for_model(cls, saved: "Setting", chosen: dict[str, Any]) -> "Setting":
+        """The Setting saved with a model, with the values the user chose applied.
+
+        ``chosen`` holds only what the user gave (TOML keys and flags). A
+        new ``data_dir`` moves the train, test and predict folders with it
+        unless they are given too.
+
+        Raises:
+            SettingError: ``chosen`` contradicts the trained model (a value of
+                :data:`MODEL_DEFINING` differs from the saved one).
+        """
+        contradictions = [f"{k}={v!r} (trained with {getattr(saved, k)!r})" for k, v in chosen.items()
+                          if k in MODEL_DEFINING and v != getattr(saved, k)]
+        if contradictions:
+            raise SettingError(f"{saved.model_dir}: the model was trained otherwise; remove "
+                               + ", ".join(contradictions) + " or train a new model")
+        values = saved.to_dict()
+        if "data_dir" in chosen:
+            values.update(train_dir=None, test_dir=None, predict_dir=None)
+        values.update(chosen)
+        return cls.from_dict(values)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
     def replace(self, **changes: Any) -> "Setting":
         return dataclasses.replace(self, **changes)
 
 
+def options() -> dict[str, Option]:
+    """Every setting's :class:`Option`, in field order."""
+    return {f.name: f.metadata["option"] for f in dataclasses.fields(Setting)}
+
+
+def chosen_values(config: str | Path | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """What the user chose: the TOML file's values, then the flags given (``None``: not given)."""
+    values: dict[str, Any] = {}
+    if config is not None:
+        values.update(read_toml(config))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return values
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a flat TOML settings file. Raises :class:`SettingError` if unreadable or invalid."""
+    """Read a flat TOML settings file.
+
+    Raises:
+        SettingError: missing, invalid TOML, or with ``[sections]``.
+    """
     path = Path(path)
     try:
         with path.open("rb") as handle:
@@ -246,27 +388,3 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         if isinstance(value, dict):
             raise SettingError(f"{path}: sections are not used; put {key!r}'s keys at the top level")
     return data
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise SettingError(f"{name} must be one of {', '.join(choices)}. Received: {name}={value!r}")
-
-
-def _check_type(name: str, value: Any, annotation: str) -> None:
-    """Check a value against its field's annotation (a string under postponed evaluation)."""
-    if value is None:
-        if "None" not in annotation:
-            raise SettingError(f"{name} must be set. Received: {name}=None")
-        return
-    if annotation.startswith("int"):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif annotation.startswith("float"):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif annotation.startswith("list"):
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    else:  # str and str | None
-        ok = isinstance(value, str)
-    if not ok:
-        expected = annotation.replace(" | None", "")
-        raise SettingError(f"{name} must be of type {expected}. Received: {name}={value!r}")

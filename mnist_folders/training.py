@@ -1,6 +1,8 @@
-"""Train a model from a class-per-folder tree: ``fit`` with checkpoints and history."""
+"""Train a model from a class-per-folder tree: ``fit`` with checkpoints and history.
 
-from __future__ import annotations
+:func:`train` reads like the keras-io MNIST example: data, model,
+callbacks, ``fit``, report. The helpers below hold the details.
+"""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,15 +10,258 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import artifacts, plots, precision
-from .callbacks import EpochCheckpoint, EpochSeeds
+from . import artifacts, dtype_policy, locking, plots, schedules
+from .callbacks import EpochCheckpoint, StopRule, training_callbacks
 from .decoding import decode_images
-from .errors import CheckpointError, DatasetError
+from .errors import CheckpointError, DatasetError, TrainingError
 from .folders import FolderIndex, find_class_names, index_tree
-from .images import lighter_borders
+from .images import is_colour, lighter_borders
 from .models import build_model
+from .names import display
 from .pipeline import TrainingData, training_data
-from .settings import Setting
+from .transfer import initialise_from
+from .settings import Setting, options
+
+# Settings a resumed run must keep: they define the model, its inputs or its data.
+RESUME_FIXED = ("model", "backbone_weights", "init_from", "image_height", "image_width", "color_mode", "resize_method", "class_names",
+                "batch_size", "label_smoothing", "validation_split", "split_order", "val_dir", "seed", "pipeline", "dtype_policy")
+
+
+@dataclass
+class TrainResult:
+    """Summary of a training run."""
+
+    epochs_run: int
+    best_val_accuracy: float | None
+    history: list[dict[str, float]]
+    model_dir: Path
+    curves: Path | None = None
+
+
+def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", log=print,
+          progress: bool = True, strict: bool = False) -> TrainResult:
+    """Train ``setting.model`` on ``setting.train_path`` into ``setting.model_path``.
+
+    Args:
+        setting: the run's configuration; its class names, when ``None``, are
+            taken from the train folder.
+        resume: continue from ``last.keras`` at the epoch after the last
+            completed one, with the optimizer state and the best-so-far
+            ``val_accuracy``; a finished run is not extended. Settings that
+            define the model or its data must equal the saved ones.
+        verbose: Keras' ``fit`` verbosity (0 silent, 1 progress bar, 2 a line per epoch).
+        log: where one-line messages go.
+        progress: show a tqdm bar while images are decoded.
+        strict: refuse to train when any image file is unreadable, instead of
+            skipping and listing it.
+
+    Raises:
+        DatasetError: the train tree is missing, has fewer than 2 classes, a
+            class without images, or (with ``strict``) an unreadable file.
+        CheckpointError: the model directory is not writable or in use by
+            another training run, or ``resume`` finds no usable checkpoint or
+            other settings that define the model.
+        TrainingError: the loss became NaN or infinite (the last good
+            checkpoint is kept).
+    """
+    model_dir = setting.model_path
+    index = prepare_index(setting, log)
+    artifacts.ensure_writable(model_dir)
+    with locking.training_lock(model_dir):
+        return _train_locked(setting, index, resume, verbose, log, progress, strict)
+
+
+def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: int | str, log,
+                  progress: bool, strict: bool) -> TrainResult:
+    """:func:`train`, holding the model directory's training lock."""
+    model_dir = setting.model_path
+    if resume:  # what "auto" chose then stays chosen: the rules may have changed since
+        setting = inherit_automatic(setting, artifacts.load_setting(model_dir))
+    setting = resolve_settings(setting, index)
+    if resume:
+        setting = check_resumable(setting, log)
+    keras.utils.set_random_seed(setting.seed)
+    policy = dtype_policy.apply(setting.dtype_policy)
+
+    # Model: new (built first: a size it cannot take fails before the data is read), or the last epoch's.
+    if not resume:
+        model = build_model(setting.model, setting.input_shape, len(index.class_names),
+                            setting.optimizer, setting.learning_rate, setting.backbone_weights,
+                            setting.label_smoothing)
+        if setting.init_from:
+            log(initialise_from(model, setting.init_from))
+
+    # Data: the training and validation subsets of the tree.
+    data = load_training_data(setting, index, progress, strict, log)
+    log(f"training on {data.train_count} images, validating on {data.validation_count} "
+        f"(batch_size={setting.batch_size}, pipeline={setting.pipeline}, dtype_policy={policy}); "
+        f"{describe_budget(setting)}")
+
+    workdir, promote_to = model_dir, None
+    if resume:
+        model, initial_epoch, history, best = resume_state(setting, data.steps_per_epoch)
+        limit = f"at most {setting.max_epochs}" if setting.epochs == "auto" else setting.epochs
+        log(f"resuming after epoch {initial_epoch} of {limit} (best val_accuracy so far: {best})")
+    else:
+        initial_epoch, history, best = 0, [], None
+        workdir = artifacts.workspace_for_fresh_run(model_dir)
+        promote_to = model_dir if workdir != model_dir else None
+    artifacts.save_metadata(workdir, setting, index.class_names)
+    artifacts.write_json(workdir / artifacts.DATASET, dataset_summary(setting, index, data))
+
+    # Callbacks: schedule, per-epoch seeds, NaN guard, atomic checkpoints, the stop rule.
+    checkpoint = EpochCheckpoint(workdir, history, best, promote_to)
+    stop = StopRule(setting, checkpoint.history, log)
+    callbacks = training_callbacks(setting, data.set_epoch, checkpoint, stop)
+    class_weight = balanced_class_weights(data.train_labels, len(index.class_names)) \
+        if setting.class_weight == "balanced" else None
+    if class_weight:
+        log("class weights: " + ", ".join(f"{index.class_names[c]}: {w:.3g}" for c, w in class_weight.items()))
+
+    # Fit, unless a resumed run had already finished.
+    finished = schedules.should_stop(setting, history)
+    if finished:
+        log(f"already finished: {finished}")
+    elif initial_epoch < schedules.epoch_limit(setting):
+        model.fit(
+            data.train,
+            validation_data=data.validation,
+            epochs=schedules.epoch_limit(setting),
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            class_weight=class_weight,
+            verbose=verbose,
+            shuffle=False,  # both pipelines shuffle themselves; fit's own shuffle would only warn
+        )
+    if checkpoint.diverged:
+        raise TrainingError(f"{display(model_dir)}: training diverged (loss NaN or infinite in epoch "
+                            f"{checkpoint.diverged}); kept the checkpoints of epoch {len(checkpoint.history)}. "
+                            f"Lower learning_rate (now {setting.learning_rate:g})")
+
+    # Report: the curves of every epoch so far.
+    curves = plots.training_curves(checkpoint.history, model_dir / plots.TRAINING_CURVES) if checkpoint.history else None
+    return TrainResult(len(checkpoint.history) - initial_epoch, checkpoint.best, checkpoint.history, model_dir, curves)
+
+
+def lr_find(setting: Setting, progress: bool = True, strict: bool = False, log=print):
+    """``--mode lr_find``: the learning-rate sweep of :mod:`mnist_folders.lr_finder` on the training subset.
+
+    Returns the :class:`~mnist_folders.lr_finder.LRSweep`. Raises as :func:`train` does for the data.
+    """
+    from .lr_finder import find_learning_rate
+
+    index = prepare_index(setting, log)
+    artifacts.ensure_writable(setting.model_path)
+    setting = resolve_settings(setting, index)
+    keras.utils.set_random_seed(setting.seed)
+    dtype_policy.apply(setting.dtype_policy)
+    data = load_training_data(setting, index, progress, strict, log)
+    return find_learning_rate(setting, data, len(index.class_names), log=log)
+
+
+def resolve_settings(setting: Setting, index: FolderIndex) -> Setting:
+    """``setting`` with the train folder's class names and the budget for its image count resolved."""
+    from .models import MODELS, auto_model
+
+    setting = setting.replace(class_names=index.class_names)
+    if setting.color_mode == "auto":
+        picked = np.linspace(0, len(index) - 1, min(200, len(index))).astype(int)
+        colour = np.mean([is_colour(index.paths[i]) for i in picked])
+        setting = setting.replace(color_mode="rgb" if colour > 0.05 else "grayscale")
+    if setting.class_weight == "auto":
+        counts = np.bincount(index.labels, minlength=len(index.class_names))
+        setting = setting.replace(class_weight="balanced" if counts.max() >= 2 * max(1, counts.min()) else "none")
+    train_images = len(index) if setting.val_path else len(index) - len(index.split(setting.validation_split)[1])
+    if setting.model == "auto":
+        setting = setting.replace(model=auto_model(setting.input_shape, train_images))
+        setting._fill_model_defaults()
+    spec = MODELS[setting.model]
+    return schedules.resolve_budget(setting, train_images, spec.batch_size, spec.learning_rate)
+
+
+def describe_budget(setting: Setting) -> str:
+    """One phrase: how long the run trains."""
+    if setting.epochs == "auto":
+        minutes = f", at most {setting.max_minutes:g} minutes" if setting.max_minutes else ""
+        return (f"epochs=auto: until val_accuracy has not improved for {setting.patience} epochs, "
+                f"at most {setting.max_epochs} epochs{minutes}")
+    return f"epochs={setting.epochs}"
+
+
+def prepare_index(setting: Setting, log=print) -> FolderIndex:
+    """Index the train tree with the Setting's class names (or the folders' own, sorted), and say what it holds."""
+    class_names = setting.class_names or find_class_names(setting.train_path)
+    if len(class_names) < 2:
+        raise DatasetError(f"{setting.train_path}: only one class folder {class_names}; a classifier needs at least 2")
+    index = index_tree(setting.train_path, class_names)
+    counts = ", ".join(f"{name}: {n}" for name, n in index.class_counts().items())
+    log(f"{len(index)} images in {len(index.class_names)} classes under {index.root} ({counts})")
+    if index.ignored:
+        log(f"ignored {len(index.ignored)} non-image files, e.g. {index.ignored[0]}")
+    return index
+
+
+def load_training_data(setting: Setting, index: FolderIndex, progress: bool, strict: bool, log=print) -> TrainingData:
+    """The Setting's pipeline over ``index``; unreadable files listed, or refused with ``strict``."""
+    data = training_data(setting, index, progress=progress)
+    if data.failed and strict:
+        path, reason = data.failed[0]
+        raise DatasetError(f"{path}: {reason} ({len(data.failed)} unreadable files; --strict refuses to skip them)")
+    for path, reason in data.failed:
+        log(f"skipped {path}: {reason}")
+    return data
+
+
+def inherit_automatic(setting: Setting, saved: Setting) -> Setting:
+    """``setting`` with the model ``model = "auto"`` chose then, and that model's defaults, taken from ``saved``.
+
+    The other ``auto`` values resolve again to the same numbers (the same
+    images give the same batch size, patience and cap); the model's rule
+    may have changed between versions, so it is not asked again.
+    """
+    if setting.model != "auto":
+        return setting
+    changes = {name: getattr(saved, name) for name, opt in options().items()
+               if opt.model_default and getattr(setting, name) is None}
+    return setting.replace(model=saved.model, **changes)
+
+
+def check_resumable(setting: Setting, log=print) -> Setting:
+    """Compare a resumed run's settings with the saved ones, before anything is written.
+
+    Settings that define the model or its data (:data:`RESUME_FIXED`) must
+    not change; the others (epochs, patience, learning rate, ...) apply to
+    the remaining epochs, are listed, and are recorded in ``setting.json``.
+
+    Raises:
+        CheckpointError: no saved run, or a fixed setting differs (all are named).
+    """
+    model_dir = setting.model_path
+    saved = artifacts.load_setting(model_dir)
+    changed = [name for name in RESUME_FIXED if getattr(saved, name) != getattr(setting, name)]
+    if changed:
+        details = ", ".join(f"{name}={getattr(setting, name)!r} (saved: {getattr(saved, name)!r})" for name in changed)
+        raise CheckpointError(f"{display(model_dir / artifacts.SETTING)}: --resume cannot change {details}; "
+                              "resume with the saved values, or train without --resume")
+    updated = [name for name in options() if name not in RESUME_FIXED and name not in ("model_dir",)
+               and getattr(saved, name) != getattr(setting, name)]
+    if updated:
+        log("resuming with " + ", ".join(f"{n}={getattr(setting, n)!r} (was {getattr(saved, n)!r})" for n in updated))
+    return setting
+
+
+def resume_state(setting: Setting, steps_per_epoch: int) -> tuple[keras.Model, int, list[dict[str, float]], float | None]:
+    """The model, completed epochs, history and best val_accuracy to resume from."""
+    model_dir = setting.model_path
+    artifacts.remove_stale_temporaries(model_dir)  # a writer killed mid-checkpoint leaves one
+    model = artifacts.load_last_model(model_dir)
+    model.optimizer.learning_rate.assign(setting.learning_rate)  # a changed rate applies from here on
+    # The optimizer's step counter is saved inside last.keras, so it cannot
+    # disagree with the weights: it tells how many epochs that file completed.
+    done = int(model.optimizer.iterations.numpy()) // steps_per_epoch
+    history = [row for row in artifacts.read_history(model_dir) if row["epoch"] <= done]
+    best = artifacts.best_val_accuracy(model_dir)
+    return model, done, history, best
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -44,117 +289,3 @@ def dataset_summary(setting: Setting, index: FolderIndex, data: TrainingData, sa
         "unreadable_files": [path for path, _ in data.failed],
         "light_background": float(np.mean(light)) if len(light) else 0.0,
     }
-
-
-@dataclass
-class TrainResult:
-    """Summary of a training run."""
-
-    epochs_run: int
-    best_val_accuracy: float | None
-    history: list[dict[str, float]]
-    model_dir: Path
-    curves: Path | None = None
-
-
-def prepare_index(setting: Setting) -> FolderIndex:
-    """Index the train tree with the Setting's class names (or the folders' own, sorted)."""
-    class_names = setting.class_names or find_class_names(setting.train_path)
-    if len(class_names) < 2:
-        raise DatasetError(f"{setting.train_path}: only one class folder {class_names}; a classifier needs at least 2")
-    return index_tree(setting.train_path, class_names)
-
-
-def _resume_state(setting: Setting, steps_per_epoch: int) -> tuple[keras.Model, int, list[dict[str, float]], float | None]:
-    """The model, completed epochs, history and best val_accuracy to resume from."""
-    model_dir = setting.model_path
-    model = artifacts.load_last_model(model_dir)
-    # The optimizer's step counter is saved inside last.keras, so it cannot
-    # disagree with the weights: it tells how many epochs that file completed.
-    done = int(model.optimizer.iterations.numpy()) // steps_per_epoch
-    history = [row for row in artifacts.read_history(model_dir) if row["epoch"] <= done]
-    best = artifacts.best_val_accuracy(model_dir)
-    return model, done, history, best
-
-
-def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", log=print,
-          progress: bool = True, strict: bool = False) -> TrainResult:
-    """Train ``setting.model`` on ``setting.train_path`` into ``setting.model_path``.
-
-    Args:
-        setting: the run's configuration; its class names, when ``None``, are
-            taken from the train folder.
-        resume: continue from ``last.keras`` at the epoch after the last
-            completed one, with the optimizer state and the best-so-far
-            ``val_accuracy``; a finished run is not extended.
-        verbose: Keras' ``fit`` verbosity (0 silent, 1 progress bar, 2 a line per epoch).
-        log: where one-line messages go.
-        progress: show a tqdm bar while images are decoded.
-        strict: refuse to train when any image file is unreadable, instead of
-            skipping and listing it.
-
-    Raises:
-        DatasetError: the train tree is missing, has fewer than 2 classes, a
-            class without images, or (with ``strict``) an unreadable file.
-        CheckpointError: the model directory is not writable, or ``resume``
-            finds no usable checkpoint or one for other classes.
-    """
-    model_dir = setting.model_path
-    index = prepare_index(setting)
-    setting = setting.replace(class_names=index.class_names)
-    artifacts.ensure_writable(model_dir)
-    if resume:
-        saved = artifacts.load_class_names(model_dir)
-        if saved != index.class_names:
-            raise CheckpointError(f"{model_dir / artifacts.CLASS_NAMES}: classes {saved} differ from the train folder's {index.class_names}")
-    counts = ", ".join(f"{name}: {n}" for name, n in index.class_counts().items())
-    log(f"{len(index)} images in {len(index.class_names)} classes under {index.root} ({counts})")
-    if index.ignored:
-        log(f"ignored {len(index.ignored)} non-image files, e.g. {index.ignored[0]}")
-    keras.utils.set_random_seed(setting.seed)
-    policy = precision.apply(setting.precision)
-    data = training_data(setting, index, progress=progress)
-    if data.failed and strict:
-        path, reason = data.failed[0]
-        raise DatasetError(f"{path}: {reason} ({len(data.failed)} unreadable files; --strict refuses to skip them)")
-    for path, reason in data.failed:
-        log(f"skipped {path}: {reason}")
-    log(f"training on {data.train_count} images, validating on {data.validation_count} "
-        f"(validation_split={setting.validation_split}, pipeline={setting.pipeline}, precision={policy})")
-
-    if resume:
-        model, initial_epoch, history, best = _resume_state(setting, data.steps_per_epoch)
-        log(f"resuming after epoch {initial_epoch} of {setting.epochs} (best val_accuracy so far: {best})")
-    else:
-        model = build_model(setting.model, setting.input_shape, len(index.class_names),
-                            setting.optimizer, setting.learning_rate)
-        initial_epoch, history, best = 0, [], None
-        for stale in (artifacts.BEST_WEIGHTS, artifacts.BEST_INFO, artifacts.LAST_MODEL, artifacts.HISTORY):
-            (model_dir / stale).unlink(missing_ok=True)
-    artifacts.save_metadata(model_dir, setting, index.class_names)
-
-    artifacts.write_json(model_dir / artifacts.DATASET, dataset_summary(setting, index, data))
-    class_weight = balanced_class_weights(data.train_labels, len(index.class_names)) \
-        if setting.class_weight == "balanced" else None
-    if class_weight:
-        log("class weights: " + ", ".join(f"{index.class_names[c]}: {w:.3g}" for c, w in class_weight.items()))
-
-    checkpoint = EpochCheckpoint(model_dir, history, best)
-    callbacks: list[keras.callbacks.Callback] = [EpochSeeds(setting.seed, data.set_epoch), checkpoint]
-    if setting.lr_decay < 1.0:
-        # A function of the epoch index, so a resumed run continues the same schedule.
-        base, decay = setting.learning_rate, setting.lr_decay
-        callbacks.insert(0, keras.callbacks.LearningRateScheduler(lambda epoch: base * decay**epoch))
-    if initial_epoch < setting.epochs:
-        model.fit(
-            data.train,
-            validation_data=data.validation,
-            epochs=setting.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            class_weight=class_weight,
-            verbose=verbose,
-            shuffle=False,  # both pipelines shuffle themselves; fit's own shuffle would only warn
-        )
-    curves = plots.training_curves(checkpoint.history, model_dir / plots.TRAINING_CURVES) if checkpoint.history else None
-    return TrainResult(setting.epochs - initial_epoch, checkpoint.best, checkpoint.history, model_dir, curves)

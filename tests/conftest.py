@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,13 +18,39 @@ SUBSET = 5000
 EPOCHS = 3
 
 
-def run_cli(*args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run ``python <script> args...`` from the repository root and capture its output."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_cli(*args: str, check: bool = True, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python <script> args...`` from the repository root and capture its output (``env``: extra variables)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     result = subprocess.run([sys.executable, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``python <script> args...`` in its own process group, so the whole group can be killed."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a process started by :func:`start_cli`, with its children."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240.0) -> None:
+    """Poll ``condition()`` until true; fail if ``process`` ends first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"process ended early: {process.communicate()}")
+        if time.monotonic() > deadline:
+            kill_group(process)
+            raise AssertionError("timed out waiting")
+        time.sleep(0.005)
 
 
 @pytest.fixture(scope="session")
@@ -38,5 +66,5 @@ def trained_model(small_data, tmp_path_factory) -> Path:
     """A reference model trained through the CLI on the small tree (tf.data pipeline)."""
     model_dir = tmp_path_factory.mktemp("models") / "mnist"
     run_cli(str(REPO / "mnist_keras.py"), "--mode", "train", "--data-dir", str(small_data),
-            "--model-dir", str(model_dir), "--epochs", str(EPOCHS), "--quiet")
+            "--model-dir", str(model_dir), "--epochs", str(EPOCHS), "--model", "cnn_64_128_256", "--quiet")
     return model_dir

@@ -10,7 +10,7 @@ from mnist_folders.settings import Setting
 
 
 def test_tfdata_augments_training_but_not_validation(small_data):
-    plain = Setting(data_dir=str(small_data), batch_size=128)
+    plain = Setting(color_mode="grayscale", model="cnn_64_128_256", batch_size=128, data_dir=str(small_data))
     augmented = plain.replace(rotation_range=15.0, shift_range=0.1, zoom_range=0.1)
     index = index_tree(plain.train_path)
     a = tfdata_training(plain, index, progress=False)
@@ -23,7 +23,8 @@ def test_tfdata_augments_training_but_not_validation(small_data):
 
 
 def test_idg_augments_training_but_not_validation(small_data):
-    setting = Setting(data_dir=str(small_data), rotation_range=15.0, shift_range=0.1, pipeline="idg")
+    setting = Setting(color_mode="grayscale", model="cnn_64_128_256", batch_size=128, data_dir=str(small_data),
+                      rotation_range=15.0, shift_range=0.1, pipeline="idg")
     data = idg_training(setting, index_tree(setting.train_path))
     assert data.train.image_data_generator.rotation_range == 15.0
     assert data.validation.image_data_generator.rotation_range == 0

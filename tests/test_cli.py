@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import EPOCHS, REPO, run_cli
+from mnist_folders.artifacts import load_trained_model
+from mnist_folders.prediction import predict_probabilities
 
 CLI = str(REPO / "mnist_keras.py")
 
@@ -27,19 +29,45 @@ def test_training_writes_a_self_describing_model_dir(trained_model):
     assert best["val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in rows), abs=1e-6)
 
 
-def test_evaluate_reports_accuracy_on_every_test_image(trained_model, small_data):
-    result = run_cli(CLI, "--mode", "evaluate", "--data-dir", str(small_data), "--model-dir", str(trained_model),
+def _independent_predictions(model_dir, test_root):
+    """True and predicted labels and the loss, computed here without the evaluation module.
+
+    The forward pass is the library's (same batches, so the same rounding under bfloat16).
+    """
+    import keras
+
+    model, setting, class_names = load_trained_model(model_dir)
+    paths = sorted(test_root.rglob("*.png"))
+    images = np.stack([np.asarray(Image.open(p), dtype=np.uint8)[..., None] for p in paths])
+    probabilities = predict_probabilities(model, images)
+    true = np.array([class_names.index(p.parent.name) for p in paths])
+    loss = float(np.mean(keras.losses.categorical_crossentropy(np.eye(len(class_names))[true], probabilities)))
+    return true, probabilities.argmax(axis=1), loss
+
+
+def test_evaluate_reports_accuracy_on_every_test_image(trained_model, small_data, tmp_path):
+    test = tmp_path / "test"
+    shutil.copytree(small_data / "test", test)
+    (test / "3" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    result = run_cli(CLI, "--mode", "evaluate", "--test-dir", str(test), "--model-dir", str(trained_model),
                      "--quiet")
     report = json.loads((trained_model / "evaluation.json").read_text())
-    test_files = len(list((small_data / "test").rglob("*.png")))
-    assert report["images"] == test_files == sum(report["support"])
-    assert report["accuracy"] >= 0.90, report["accuracy"]
-    assert f"test accuracy: {report['accuracy']:.4f}" in result.stdout
+    assert report["skipped"] == [[str(test / "3" / "corrupt.png"), report["skipped"][0][1]]]
+    (test / "3" / "corrupt.png").unlink()
+    true, predicted, loss = _independent_predictions(trained_model, test)
+    assert report["images"] == len(true) == 5000
+    # Rows are true classes, columns predicted classes.
+    expected = np.zeros((10, 10), dtype=int)
+    np.add.at(expected, (true, predicted), 1)
     confusion = np.array(report["confusion"])
-    assert confusion.shape == (10, 10) and confusion.sum() == test_files
-    assert np.trace(confusion) / test_files == report["accuracy"]
-    assert all(p is not None and p > 0.7 for p in report["precision"])
-    assert "confusion matrix" in result.stdout
+    assert np.array_equal(confusion, expected)
+    assert report["precision"] == pytest.approx(list(np.diag(expected) / expected.sum(axis=0)))
+    assert report["recall"] == pytest.approx(list(np.diag(expected) / expected.sum(axis=1)))
+    assert report["support"] == expected.sum(axis=1).tolist()
+    assert report["accuracy"] == pytest.approx(np.mean(true == predicted)) and report["accuracy"] >= 0.9
+    assert report["balanced_accuracy"] == pytest.approx(np.mean(np.diag(expected) / expected.sum(axis=1)))
+    assert report["loss"] == pytest.approx(loss, rel=1e-4)
+    assert f"test accuracy: {report['accuracy']:.4f}" in result.stdout and "confusion matrix" in result.stdout
 
 
 def test_predict_handles_junk_and_any_image_mode(trained_model, small_data, tmp_path):
@@ -67,11 +95,16 @@ def test_predict_handles_junk_and_any_image_mode(trained_model, small_data, tmp_
     assert lines[str(nested / "zero_palette.gif")][0] == "0"
     for junk in ("notes.txt", "empty.png", "truncated.png"):
         assert f"skipped {folder / junk}" in result.stderr
-    with (trained_model / "predictions.csv").open() as handle:
+    with (trained_model / "predictions.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 13 and set(rows[0]) == {"path", "class", "confidence", "top3"}
-    top3 = rows[0]["top3"].split(";")
-    assert len(top3) == 3 and top3[0].split(":")[0] == rows[0]["class"]
+    assert len(rows) == 13
+    assert list(rows[0]) == ["path", "class", "confidence", "top2", "top2_confidence", "top3", "top3_confidence"]
+    for row in rows:  # the CSV says what was printed; the top-k is sorted and holds other classes
+        printed_class, printed_confidence = lines[row["path"]]
+        assert row["class"] == printed_class and float(row["confidence"]) == pytest.approx(float(printed_confidence), abs=1e-4)
+        scores = [float(row["confidence"]), float(row["top2_confidence"]), float(row["top3_confidence"])]
+        assert scores == sorted(scores, reverse=True) and sum(scores) <= 1.0 + 1e-5
+        assert len({row["class"], row["top2"], row["top3"]}) == 3
 
 
 def test_predict_on_an_empty_folder_says_so(trained_model, tmp_path):
@@ -107,7 +140,7 @@ def test_train_on_missing_folder_is_one_line(tmp_path):
 def test_resume_continues_from_the_next_epoch_with_the_idg_pipeline(small_data, tmp_path):
     model_dir = tmp_path / "m"
     common = ["--mode", "train", "--data-dir", str(small_data), "--model-dir", str(model_dir),
-              "--pipeline", "idg", "--batch-size", "64", "--quiet"]
+              "--pipeline", "idg", "--batch-size", "64", "--model", "cnn_64_128_256", "--quiet"]
     run_cli(CLI, *common, "--epochs", "1")
     first = (model_dir / "history.csv").read_text().splitlines()
     result = run_cli(CLI, *common, "--epochs", "2", "--resume")

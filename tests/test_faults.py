@@ -16,34 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import EPOCHS, MNIST, REPO, run_cli
+from conftest import kill_group as _kill, start_cli as _start, wait_for as _wait_for, EPOCHS, MNIST, REPO, run_cli
 from mnist_folders.idx import load_split
 
 CLI = str(REPO / "mnist_keras.py")
 EXPORT = str(REPO / "parse_mnist.py")
-
-
-def _start(*args: str) -> subprocess.Popen:
-    """Start a CLI in its own process group, so the whole group can be killed."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def _kill(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
-def _wait_for(condition, process: subprocess.Popen, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            raise AssertionError(f"process ended early: {process.communicate()}")
-        if time.monotonic() > deadline:
-            _kill(process)
-            raise AssertionError("timed out waiting")
-        time.sleep(0.01)
 
 
 def _history(model_dir: Path) -> list[dict[str, str]]:
@@ -68,7 +45,7 @@ def _same_training(a: Path, b: Path) -> None:
 def test_killed_training_resumes_like_an_uninterrupted_run(moment, small_data, trained_model, tmp_path):
     model_dir = tmp_path / "m"
     args = [CLI, "--mode", "train", "--data-dir", str(small_data), "--model-dir", str(model_dir),
-            "--epochs", str(EPOCHS), "--quiet"]
+            "--epochs", str(EPOCHS), "--model", "cnn_64_128_256", "--quiet"]
     process = _start(*args)
     if moment == "mid-epoch":
         _wait_for(lambda: len(_history(model_dir)) == 1, process)
@@ -127,7 +104,7 @@ def test_evaluate_and_predict_read_complete_checkpoints_while_training(small_dat
     shutil.copytree(trained_model, model_dir)  # a checkpoint exists from the start
     # --resume keeps it there throughout: a fresh run removes the old checkpoint until its first epoch ends.
     process = _start(CLI, "--mode", "train", "--data-dir", str(small_data), "--model-dir", str(model_dir),
-                     "--epochs", str(EPOCHS + 3), "--resume", "--quiet")
+                     "--epochs", str(EPOCHS + 3), "--model", "cnn_64_128_256", "--resume", "--quiet")
     runs = 0
     while process.poll() is None or runs < 2:
         mode = ["evaluate", "predict"][runs % 2]
@@ -241,7 +218,7 @@ def test_corrupt_last_checkpoint_refuses_resume(small_data, trained_model, tmp_p
     data = bytearray((model_dir / "last.keras").read_bytes())
     (model_dir / "last.keras").write_bytes(bytes(data[: len(data) // 3]))
     result = run_cli(CLI, "--mode", "train", "--data-dir", str(small_data), "--model-dir", str(model_dir),
-                     "--epochs", "5", "--resume", "--quiet", check=False)
+                     "--epochs", "5", "--model", "cnn_64_128_256", "--resume", "--quiet", check=False)
     assert result.returncode == 2 and "last.keras: cannot load" in result.stderr
     assert result.stderr.count("\n") == 1
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from conftest import REPO, run_cli
@@ -25,35 +27,42 @@ def test_reference_model_is_exactly_the_tutorial_architecture():
     dense = [cfg for kind, cfg in summary if kind == "Dense"]
     assert [(d["units"], d["activation"]) for d in dense] == [(256, "relu"), (10, "softmax")]
     assert [cfg["rate"] for kind, cfg in summary if kind == "Dropout"] == [0.5, 0.5]
-    assert type(model.optimizer).__name__ == "RMSprop" and model.loss == "categorical_crossentropy"
+    assert type(model.optimizer).__name__ == "RMSprop" and type(model.loss).__name__ == "CategoricalCrossentropy"
 
 
 def test_model_defaults_follow_the_model_and_flags_override_them():
-    reference = Setting()
-    assert (reference.optimizer, reference.batch_size, reference.learning_rate) == ("rmsprop", 256, 0.002)
-    assert reference.precision == "auto"  # bfloat16 only where the CPU has it
+    reference = Setting(model="cnn_64_128_256")
+    assert (reference.optimizer, reference.learning_rate) == ("rmsprop", 0.002)
+    assert reference.dtype_policy == "auto"  # bfloat16 only where the CPU has it
+    assert (reference.epochs, reference.batch_size) == ("auto", "auto")  # resolved from the data by train
     mlp = Setting(model="mlp")
-    assert (mlp.optimizer, mlp.epochs, mlp.batch_size, mlp.precision) == ("adam", 10, 200, "float32")
-    assert Setting(model="mlp", precision="mixed_bfloat16").precision == "mixed_bfloat16"
-    assert Setting(model="cnn_64_32").epochs == 3
+    assert (mlp.optimizer, mlp.learning_rate, mlp.dtype_policy) == ("adam", 0.001, "float32")
+    assert Setting(model="mlp", dtype_policy="mixed_bfloat16").dtype_policy == "mixed_bfloat16"
+    assert MODELS["cnn_64_32"].epochs == 3  # the tutorial's fixed budget, used by bench/models.py
     strong = Setting(model="strong")
     assert strong.augments and strong.lr_decay < 1
     assert Setting(model="strong", rotation_range=0.0, shift_range=0.0, zoom_range=0.0).augments is False
     assert Setting(model="mlp", batch_size=64).batch_size == 64
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"efficientnet_b0"}))  # its twin path: mobilenet_v3_small
 def test_every_model_trains_evaluates_and_predicts_through_the_cli(name, small_data, tmp_path):
     model_dir = tmp_path / name
     # Batch normalisation's moving statistics need more than one short epoch to settle.
-    epochs = "2" if name == "strong" else "1"
+    epochs = "2" if name in ("strong", "cnn_fast") else "1"
+    backbone = MODELS[name].backbone  # Keras Applications: at least 32x32, random weights here
+    size = ["--image-height", "32", "--image-width", "32"] if backbone else []
+    size += ["--batch-size", "128"] if backbone or name == "strong" else []
     out = run_cli(CLI, "--mode", "train", "--data-dir", str(small_data), "--model-dir", str(model_dir),
-                  "--model", name, "--epochs", epochs, "--quiet")
+                  "--model", name, "--epochs", epochs, *size, "--quiet")
     assert (model_dir / "training_curves.png").stat().st_size > 10_000
     assert f"figure: {model_dir / 'training_curves.png'}" in out.stdout
     run_cli(CLI, "--mode", "evaluate", "--data-dir", str(small_data), "--model-dir", str(model_dir), "--quiet")
     report = json.loads((model_dir / "evaluation.json").read_text())
-    assert report["accuracy"] > 0.5, (name, report["accuracy"])  # 10 classes: chance is 0.1
+    # 10 classes: chance is 0.1. An ImageNet-sized backbone from random weights learns little in one
+    # epoch of 4,000 images: for those the test checks the path works (real weights: backbone_weights).
+    assert report["accuracy"] > (0.0 if backbone else 0.5), (name, report["accuracy"])
+    assert report["images"] == 5000
     for figure in ("confusion_matrix.png", "misclassified.png"):
         assert (model_dir / figure).stat().st_size > 10_000
     result = run_cli(CLI, "--mode", "predict", "--data-dir", str(small_data), "--model-dir", str(model_dir),
@@ -63,3 +72,16 @@ def test_every_model_trains_evaluates_and_predicts_through_the_cli(name, small_d
 
 def test_export_draws_the_samples_figure(small_data):
     assert (small_data / "samples.png").stat().st_size > 10_000
+
+
+def test_backbones_build_with_a_new_head_and_load_local_weights(tmp_path):
+    import keras
+
+    model = build_model("efficientnet_b0", (32, 32, 1), 3)  # grayscale: repeated to the 3 channels it takes
+    assert model.output_shape == (None, 3) and model.count_params() > 4_000_000
+    # A local weights file of the backbone without its top (what backbone_weights names) is loaded.
+    base = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    base.save_weights(tmp_path / "no_top.weights.h5")
+    model = build_model("mobilenet_v3_small", (32, 32, 3), 5, backbone_weights=str(tmp_path / "no_top.weights.h5"))
+    inner = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    assert all(np.array_equal(a, b) for a, b in zip(inner.get_weights(), base.get_weights()))

@@ -58,9 +58,16 @@ def words_data(digits, tmp_path_factory):
     return root, config
 
 
-def test_words_dataset_trains_evaluates_and_predicts_by_config(words_data):
+@pytest.fixture(scope="module")
+def words_training(words_data):
+    """The words dataset trained by its config through the CLI: the CompletedProcess."""
+    _, config = words_data
+    return run_cli(CLI, "--mode", "train", "--config", str(config), "--quiet")
+
+
+def test_words_dataset_trains_evaluates_and_predicts_by_config(words_data, words_training):
     root, config = words_data
-    train = run_cli(CLI, "--mode", "train", "--config", str(config), "--quiet")
+    train = words_training
     assert "1000 images in 4 classes" in train.stdout
     assert "sept: 250, trois: 250, un trait: 250, zéro: 250" in train.stdout
     assert "ignored 3 non-image files" in train.stdout
@@ -84,10 +91,8 @@ def test_words_dataset_trains_evaluates_and_predicts_by_config(words_data):
     assert right >= 8
 
 
-def test_evaluate_on_a_subset_of_classes_says_so(words_data, tmp_path):
+def test_evaluate_on_a_subset_of_classes_says_so(words_data, words_training, tmp_path):
     root, config = words_data
-    if not (root / "model" / "best.weights.h5").exists():
-        pytest.skip("needs the words model (trained by the test above)")
     import shutil
 
     shutil.copytree(root / "test" / "sept", tmp_path / "sept")
@@ -106,7 +111,8 @@ def test_unbalanced_binary_dataset_with_class_weights(digits, tmp_path):
         for k, i in enumerate(np.flatnonzero(labels == digit)[:count]):
             Image.fromarray(images[i]).save(folder / f"{k}.bmp")
     result = run_cli(CLI, "--mode", "train", "--train-dir", str(tmp_path / "train"), "--model-dir",
-                     str(tmp_path / "m"), "--class-weight", "balanced", "--epochs", "2", "--quiet")
+                     str(tmp_path / "m"), "--class-weight", "balanced", "--epochs", "2", "--model", "cnn_64_128_256",
+                     "--quiet")
     assert "one: 80, zero: 400" in result.stdout
     assert "class weights: one: 3, zero: 0.6" in result.stdout
     assert json.loads((tmp_path / "m" / "class_names.json").read_text()) == ["one", "zero"]

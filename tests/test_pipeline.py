@@ -5,28 +5,32 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 from mnist_folders.folders import index_tree
 from mnist_folders.pipeline import idg_training, tfdata_training
 from mnist_folders.settings import Setting
 
 
-def test_tfdata_and_idg_hold_out_the_same_validation_files(small_data):
-    setting = Setting(data_dir=str(small_data), batch_size=64)
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_tfdata_and_idg_hold_out_the_same_validation_files(order, small_data):
+    setting = Setting(color_mode="grayscale", data_dir=str(small_data), batch_size=64, split_order=order, model="cnn_64_128_256")
     index = index_tree(setting.train_path)
     assert index.class_names == [str(d) for d in range(10)]
     idg = idg_training(setting, index)
     tfd = tfdata_training(setting, index, progress=False)
-    train_idx, val_idx = index.split(setting.validation_split)
+    train_idx, val_idx = index.split(setting.validation_split, order, setting.seed)
 
-    relative = lambda i: os.path.relpath(index.paths[i], index.root)  # noqa: E731
-    assert idg.validation.filenames == [relative(i) for i in val_idx]
-    assert sorted(idg.train.filenames) == sorted(relative(i) for i in train_idx)
+    absolute = lambda name: os.path.normpath(os.path.join(index.root, name))  # noqa: E731
+    assert [absolute(f) for f in idg.validation.filenames] == [os.path.abspath(index.paths[i]) for i in val_idx]
+    assert sorted(absolute(f) for f in idg.train.filenames) == sorted(os.path.abspath(index.paths[i]) for i in train_idx)
     assert (tfd.train_count, tfd.validation_count) == (idg.train_count, idg.validation_count)
     assert tfd.train_count + tfd.validation_count == len(index)
-    # Validation is the first 20 % of each class's sorted files.
-    zeros = [relative(i) for i in val_idx if index.labels[i] == 0]
-    assert zeros == sorted(zeros) and len(zeros) == int(0.2 * np.sum(index.labels == 0))
+    zeros = [i for i in val_idx if index.labels[i] == 0]
+    assert len(zeros) == int(0.2 * np.sum(index.labels == 0))
+    first = np.flatnonzero(index.labels == 0)[: len(zeros)]
+    # sorted: the first 20 % of each class's files, as ImageDataGenerator; shuffled: spread over the class.
+    assert (list(zeros) == list(first)) == (order == "sorted")
 
     # Unshuffled validation batches are identical: same order, same scaling, same labels.
     x_idg, y_idg = idg.validation[0]
@@ -38,7 +42,7 @@ def test_tfdata_and_idg_hold_out_the_same_validation_files(small_data):
 
 
 def test_tfdata_order_depends_on_seed_and_epoch_only(small_data):
-    setting = Setting(data_dir=str(small_data), batch_size=256)
+    setting = Setting(color_mode="grayscale", data_dir=str(small_data), batch_size=256)
     index = index_tree(setting.train_path)
     data = tfdata_training(setting, index, progress=False)
     first_labels = lambda d: next(iter(d.train))[1].numpy().argmax(axis=1)  # noqa: E731
@@ -49,6 +53,13 @@ def test_tfdata_order_depends_on_seed_and_epoch_only(small_data):
     again = tfdata_training(setting, index, progress=False)  # e.g. a resumed run
     again.set_epoch(1)
     np.testing.assert_array_equal(first_labels(again), epoch1)
-    # Every training image is seen exactly once per epoch.
-    seen = np.concatenate([y.numpy().argmax(axis=1) for _, y in data.train])
-    assert np.bincount(seen).tolist() == np.bincount(index.labels[index.split(0.2)[0]]).tolist()
+    # Every training image is seen exactly once per epoch: as many distinct images as training files.
+    batches = [(x.numpy(), y.numpy().argmax(axis=1)) for x, y in data.train]
+    seen = np.concatenate([labels for _, labels in batches])
+    train_idx = index.split(0.2, "shuffled", setting.seed)[0]
+    assert np.bincount(seen).tolist() == np.bincount(index.labels[train_idx]).tolist()
+    distinct = {row.tobytes() for x, _ in batches for row in x}
+    assert len(seen) == len(distinct) == len(train_idx)
+    # Another seed, another order.
+    other = tfdata_training(Setting(color_mode="grayscale", data_dir=str(small_data), batch_size=256, seed=7), index, progress=False)
+    assert not np.array_equal(first_labels(other), epoch0)

@@ -1,25 +1,37 @@
-"""The Setting class: defaults for MNIST, TOML and flag overrides, clear errors."""
+"""The Setting class: defaults for MNIST, TOML and flag overrides, clear errors,
+one description per setting, and model directories that refuse contradictions."""
 
-from __future__ import annotations
+import dataclasses
+import json
 
 import pytest
 
+from conftest import REPO, run_cli
+from mnist_folders import settings_docs
 from mnist_folders.errors import SettingError
-from mnist_folders.settings import Setting
+from mnist_folders.folders import index_tree
+from mnist_folders.settings import Setting, options
+from mnist_folders.training import resolve_settings
+
+CLI = str(REPO / "mnist_keras.py")
 
 
-def test_defaults_serve_mnist():
+def test_defaults_serve_mnist(small_data):
     s = Setting()
-    assert s.input_shape == (28, 28, 1)
     assert str(s.train_path) == "mnist_data/train" and str(s.predict_path) == "mnist_data/tmp"
-    assert (s.model, s.validation_split, s.pipeline) == ("cnn_64_128_256", 0.2, "tfdata")
+    assert (s.model, s.color_mode, s.validation_split, s.pipeline) == ("auto", "auto", 0.2, "tfdata")
+    # On MNIST the automatic settings become the reference model on 28x28 grayscale.
+    index = index_tree(small_data / "train")
+    resolved = resolve_settings(Setting(data_dir=str(small_data)), index)
+    assert resolved.input_shape == (28, 28, 1) and resolved.model == "strong"  # 4,000 training images
+    assert (resolved.class_weight, resolved.batch_size, resolved.optimizer) == ("none", 64, "adam")
 
 
 def test_toml_then_flags_override(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('train_dir = "my/train"\nepochs = 3\ncolor_mode = "rgb"\nimage_height = 64\n')
     s = Setting.from_sources(config, {"epochs": 5, "batch_size": None})
-    assert s.epochs == 5 and s.batch_size == 256  # None: the reference model's own default
+    assert s.epochs == 5 and s.batch_size == "auto"  # resolved from the training images by train
     assert s.input_shape == (64, 28, 3) and str(s.train_path) == "my/train"
 
 
@@ -32,6 +44,12 @@ def test_toml_then_flags_override(tmp_path):
         ({"pipeline": "dali"}, "pipeline must be one of tfdata, idg"),
         ({"epochs": "ten"}, "epochs must be of type int"),
         ({"class_names": ["a"]}, "at least 2 classes"),
+        ({"seed": -1}, r"seed must be in \[0, 2147483647\]"),
+        ({"seed": 99999999999}, r"seed must be in \[0, 2147483647\]"),
+        ({"learning_rate": float("nan")}, "learning_rate must be greater than 0"),
+        ({"learning_rate": float("inf")}, "learning_rate must be greater than 0"),
+        ({"image_height": True}, "image_height must be of type int"),
+        ({"class_weight": "some"}, "class_weight must be one of auto, none, balanced"),
     ],
 )
 def test_invalid_values_name_the_value(values, message):
@@ -44,3 +62,34 @@ def test_unknown_toml_key_suggests_the_closest(tmp_path):
     config.write_text("epoch = 3\n")
     with pytest.raises(SettingError, match="unknown setting 'epoch' \\(did you mean 'epochs'\\?\\)"):
         Setting.from_sources(config)
+
+
+def test_every_setting_is_described_once_and_the_generated_docs_are_current():
+    assert settings_docs.main(["--check"]) == 0, "run: python -m mnist_folders.settings_docs"
+    readme = (REPO / "README.md").read_text()
+    for name in options():
+        assert f"| `{name}` |" in readme
+        assert f"\n{name} " in (REPO / "setting.py").read_text()
+
+
+def test_help_lists_every_setting_with_default_and_allowed_values():
+    out = run_cli(CLI, "--help").stdout
+    for f in dataclasses.fields(Setting):
+        assert "--" + f.name.replace("_", "-") in out, f.name
+    assert "default: 1337" in out and "tfdata, idg" in out
+
+
+def test_saved_setting_takes_only_what_the_user_chose(trained_model):
+    saved = Setting.from_dict(json.loads((trained_model / "setting.json").read_text()))
+    moved = Setting.for_model(saved, {"data_dir": "elsewhere", "invert": "true"})
+    assert str(moved.test_path) == "elsewhere/test" and moved.invert == "true"
+    assert moved.input_shape == saved.input_shape and moved.model == saved.model
+
+
+@pytest.mark.parametrize("flag, value", [("--image-height", "32"), ("--color-mode", "rgb"),
+                                         ("--class-names", "a,b"), ("--model", "mlp")])
+@pytest.mark.parametrize("mode", ["evaluate", "predict"])
+def test_contradicting_a_trained_model_is_refused(mode, flag, value, trained_model):
+    result = run_cli(CLI, "--mode", mode, "--model-dir", str(trained_model), flag, value, check=False)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "trained with" in result.stderr and flag[2:].replace("-", "_") in result.stderr

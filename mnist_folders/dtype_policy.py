@@ -1,4 +1,4 @@
-"""Numeric precision of training: float32, or mixed bfloat16 where the CPU has it.
+"""The Keras dtype policy of training: float32, or mixed bfloat16 where the CPU has it.
 
 ``mixed_bfloat16`` computes in bfloat16 and keeps float32 weights (so
 checkpoints are the same either way); the models' softmax layer stays float32
@@ -12,29 +12,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+DTYPE_POLICIES = ("auto", "float32", "mixed_bfloat16")
 
 
-def cpu_has_bf16() -> bool:
-    """True when /proc/cpuinfo lists ``avx512_bf16`` or ``amx_bf16`` (False where unreadable)."""
+def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """True when the ``flags`` lines of ``cpuinfo`` list ``avx512_bf16`` or ``amx_bf16`` (False where unreadable)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path(cpuinfo).read_text()
     except OSError:
         return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    flags = {flag for line in text.splitlines() if line.startswith("flags")
+             for flag in line.partition(":")[2].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def resolve(precision: str) -> str:
+def resolve(name: str) -> str:
     """``auto`` -> the policy for this machine; other values unchanged."""
-    if precision == "auto":
+    if name == "auto":
         return "mixed_bfloat16" if cpu_has_bf16() else "float32"
-    return precision
+    return name
 
 
-def apply(precision: str) -> str:
+def apply(name: str) -> str:
     """Set Keras' global dtype policy for models built from now on; return the policy name."""
     import keras
 
-    policy = resolve(precision)
+    policy = resolve(name)
     keras.mixed_precision.set_global_policy(policy)
     return policy

@@ -1,0 +1,68 @@
+"""Locks on a model directory (``fcntl.flock``, Linux and macOS), so that two
+runs never write one model directory and readers never load a half-replaced one.
+
+- :func:`training_lock`: held by ``train`` for its whole run, exclusive and
+  non-blocking: a second ``train`` on the same directory stops at once with
+  the holder's PID.
+- :func:`files_lock`: held briefly, shared by readers while they load a
+  model's files, exclusive by ``train`` while it replaces the previous model
+  with a new one (see :func:`mnist_folders.artifacts.promote`).
+
+``flock`` locks belong to the open file and vanish with the process, so a
+killed run never leaves a stale lock behind. The lock files are hidden.
+"""
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import CheckpointError
+from .names import display
+
+TRAINING_LOCK = ".train.lock"
+FILES_LOCK = ".files.lock"
+
+
+@contextlib.contextmanager
+def training_lock(model_dir: Path) -> Iterator[None]:
+    """Hold ``model_dir``'s training lock.
+
+    Raises:
+        CheckpointError: another process holds it (its PID is named).
+    """
+    path = model_dir / TRAINING_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise CheckpointError(f"{display(model_dir)}: in use by another training run (PID {holder}); "
+                                  "wait for it or choose another --model-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def files_lock(model_dir: Path, exclusive: bool) -> Iterator[None]:
+    """Hold ``model_dir``'s files lock, shared (readers) or exclusive (replacing the model); blocks.
+
+    A directory that does not exist or cannot be written is read without a lock.
+    """
+    try:
+        fd = os.open(model_dir / FILES_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        if exclusive:
+            raise
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
