@@ -46,7 +46,7 @@ validation_split  0.2                                            fraction of eac
 split_order       shuffled                                       which files validation_split holds out: shuffled (a seeded random choice per class) or sorted (the first of each class, as ImageDataGenerator) [shuffled, sorted]
 optimizer         model's own (rmsprop for the reference model)  optimizer [rmsprop, adam, sgd]
 learning_rate     model's own (0.002 for the reference model)    the optimizer's step size [> 0]
-lr_schedule       constant                                       constant (times lr_decay per epoch) or cosine (decay to 0 over epochs or max_epochs) [constant, cosine]
+lr_schedule       constant                                       constant (times lr_decay per epoch), cosine (decay to 0 over epochs or max_epochs) or plateau (halve after patience / 2 epochs without a better validation result) [constant, cosine, plateau]
 warmup_epochs     0                                              epochs of linear learning-rate warm-up before the schedule [>= 0]
 lr_decay          model's own (1.0 for the reference model)      learning-rate factor applied after every epoch [(0, 1]]
 label_smoothing   model's own (0.0 for the reference model)      share of each target spread over the other classes (0: one-hot targets) [[0, 1)]

@@ -207,7 +207,8 @@ def save_best_weights(model_dir: Path, model: Any, epoch: int, val_accuracy: flo
         CheckpointError: not enough free disk space (checked first).
     """
     check_free_space(model_dir, checkpoint_bytes(model))
-    with _checkpoint_errors(model_dir / BEST_WEIGHTS), atomic_path(model_dir / BEST_WEIGHTS, suffix=".weights.h5") as tmp:
+    final = model_dir / BEST_WEIGHTS
+    with _checkpoint_errors(final), atomic_path(final, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
     write_json(model_dir / BEST_INFO, {"epoch": epoch, "val_accuracy": val_accuracy})
 
@@ -231,7 +232,7 @@ def best_val_accuracy(model_dir: Path) -> float | None:
     try:
         return float(read_json(path)["val_accuracy"])
     except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{display(path)}: invalid (expected {{\"epoch\": ..., \"val_accuracy\": ...}})") from None
+        raise CheckpointError(f"{display(path)}: invalid (expected an epoch and its val_accuracy)") from None
 
 
 def read_history(model_dir: Path) -> list[dict[str, float]]:

@@ -17,6 +17,9 @@ import numpy as np
 from . import artifacts, schedules
 
 
+KILL_AT_ENV = "MNIST_FOLDERS_KILL_AT"
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """After each epoch: best weights (see :func:`mnist_folders.schedules.best_epoch`), the full model, the history.
 
@@ -56,6 +59,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         # last.keras is written last: it is the commit point of the epoch.
         # A kill before it leaves history one row ahead, which resume trims.
         artifacts.write_history(self.model_dir, self.history)
+        if os.environ.get(KILL_AT_ENV) == f"{epoch + 1}:history":  # fault injection, see KillAt
+            os.kill(os.getpid(), signal.SIGKILL)
         artifacts.save_last_model(self.model_dir, self.model)
         if self.promote_to is not None:
             artifacts.promote(self.model_dir, self.promote_to)
@@ -87,15 +92,17 @@ class EpochSeeds(keras.callbacks.Callback):
             self.set_data_epoch(epoch)
 
 
-def learning_rate_schedule(setting: Any) -> keras.callbacks.Callback | None:
+def learning_rate_schedule(setting: Any,
+                           history: list[dict[str, float]] | None = None) -> keras.callbacks.Callback | None:
     """The per-epoch learning-rate callback of ``setting`` (``None`` when constant).
 
-    A function of the epoch index only (:func:`mnist_folders.schedules.learning_rate_at`),
-    so a resumed run continues the same schedule.
+    A function of the epoch index and the completed epochs' ``history`` only
+    (:func:`mnist_folders.schedules.learning_rate_at`), so a resumed run
+    continues the same schedule.
     """
     if setting.lr_schedule == "constant" and setting.lr_decay >= 1.0 and not setting.warmup_epochs:
         return None
-    return keras.callbacks.LearningRateScheduler(lambda epoch: schedules.learning_rate_at(setting, epoch))
+    return keras.callbacks.LearningRateScheduler(lambda epoch: schedules.learning_rate_at(setting, epoch, history))
 
 
 class StopRule(keras.callbacks.Callback):
@@ -122,15 +129,14 @@ class StopRule(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-KILL_AT_ENV = "MNIST_FOLDERS_KILL_AT"
-
-
 class KillAt(keras.callbacks.Callback):
     """Fault injection for the tests: SIGKILL this process at a chosen point of training.
 
     Enabled only by the environment variable ``MNIST_FOLDERS_KILL_AT``:
     ``E:B`` kills after batch ``B`` (1-based) of epoch ``E`` (1-based);
-    ``E:end`` after epoch ``E``'s checkpoint is written.
+    ``E:end`` after epoch ``E``'s checkpoint is written; ``E:history``
+    (handled by :class:`EpochCheckpoint`) between writing epoch ``E``'s
+    history row and its ``last.keras``.
     """
 
     def __init__(self, spec: str):
@@ -154,9 +160,10 @@ class KillAt(keras.callbacks.Callback):
 
 
 def training_callbacks(setting: Any, set_data_epoch: Callable[[int], Any] | None,
-                       *extra: keras.callbacks.Callback) -> list[keras.callbacks.Callback]:
-    """The callbacks of a training run, in order: schedule, seeds, NaN guard, then ``extra`` (checkpoints, stop rule)."""
-    schedule = learning_rate_schedule(setting)
+                       *extra: keras.callbacks.Callback,
+                       history: list[dict[str, float]] | None = None) -> list[keras.callbacks.Callback]:
+    """A training run's callbacks, in order: schedule, seeds, NaN guard, then ``extra`` (checkpoints, stop rule)."""
+    schedule = learning_rate_schedule(setting, history)
     kill = [KillAt(os.environ[KILL_AT_ENV])] if os.environ.get(KILL_AT_ENV) else []
     return [*([schedule] if schedule else []), EpochSeeds(setting.seed, set_data_epoch),
             keras.callbacks.TerminateOnNaN(), *extra, *kill]

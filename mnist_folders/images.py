@@ -139,7 +139,8 @@ def decode(path: str | Path, color_mode: str) -> tuple[Image.Image, str]:
         raise ImageReadError(f"corrupt image ({type(exc).__name__}: {exc})") from None
 
 
-def load_image(path: str | Path, height: int, width: int, color_mode: str, resize_method: str = "stretch") -> np.ndarray:
+def load_image(path: str | Path, height: int, width: int, color_mode: str,
+               resize_method: str = "stretch") -> np.ndarray:
     """Read an image file as a ``(height, width, C)`` uint8 array.
 
     ``C`` is 1 for ``grayscale`` and 3 for ``rgb``. The file is read by

@@ -92,15 +92,39 @@ def should_stop(setting: Any, history: list[dict[str, float]]) -> str | None:
         return None
     if history[-1]["epoch"] - best >= setting.patience:
         accuracy = next(row["val_accuracy"] for row in history if row["epoch"] == best)
-        return f"no better validation result for {setting.patience} epochs (best: epoch {best}, val_accuracy {accuracy:.4f})"
+        return (f"no better validation result for {setting.patience} epochs "
+                f"(best: epoch {best}, val_accuracy {accuracy:.4f})")
     return None
 
 
-def learning_rate_at(setting: Any, epoch: int) -> float:
-    """The learning rate of 0-based ``epoch``: warm-up, then constant with ``lr_decay`` or cosine decay."""
+def plateaus(history: list[dict[str, float]], wait: int) -> int:
+    """How many times ``history`` went ``wait`` epochs without a better validation result (counting restarts)."""
+    events, since, best = 0, 0, None
+    for row in history:
+        score = (row.get("val_accuracy", float("-inf")), -row.get("val_loss", 0.0))
+        if best is None or score > best:
+            best, since = score, 0
+        else:
+            since += 1
+            if since >= wait:
+                events, since = events + 1, 0
+    return events
+
+
+def learning_rate_at(setting: Any, epoch: int, history: list[dict[str, float]] | None = None) -> float:
+    """The learning rate of 0-based ``epoch``: warm-up, then the ``lr_schedule``.
+
+    ``constant``: times ``lr_decay`` per epoch; ``cosine``: down to 0 over the
+    epoch limit; ``plateau``: halved each time the validation result has not
+    improved for half the patience (Keras' ReduceLROnPlateau, counted from
+    ``history``, the completed epochs, so that a resumed run halves at the
+    same epochs).
+    """
     base = setting.learning_rate
     if epoch < setting.warmup_epochs:
         return base * (epoch + 1) / (setting.warmup_epochs + 1)
+    if setting.lr_schedule == "plateau":
+        return base * 0.5 ** plateaus((history or [])[:epoch], max(1, setting.patience // 2))
     if setting.lr_schedule == "cosine":
         span = max(1, epoch_limit(setting) - setting.warmup_epochs)
         progress = min(1.0, (epoch - setting.warmup_epochs) / span)

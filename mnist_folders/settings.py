@@ -35,7 +35,7 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd")
 INVERT = ("auto", "true", "false")
 CLASS_WEIGHTS = ("auto", "none", "balanced")
 SPLIT_ORDERS = ("shuffled", "sorted")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "plateau")
 # Settings that define what the trained model is: a model directory refuses a
 # different value for them (see Setting.for_model).
 MODEL_DEFINING = ("image_height", "image_width", "color_mode", "class_names", "model")
@@ -204,8 +204,9 @@ class Setting:
     optimizer: str | None = option(None, "optimizer", "training", "str", choices=OPTIMIZERS, model_default=True)
     learning_rate: float | None = option(None, "the optimizer's step size", "training", "float", low=0.0,
                                          low_open=True, model_default=True)
-    lr_schedule: str = option("constant", "constant (times lr_decay per epoch) or cosine (decay to 0 over "
-                              "epochs or max_epochs)", "training", choices=LR_SCHEDULES)
+    lr_schedule: str = option("constant", "constant (times lr_decay per epoch), cosine (decay to 0 over epochs "
+                              "or max_epochs) or plateau (halve after patience / 2 epochs without a better "
+                              "validation result)", "training", choices=LR_SCHEDULES)
     warmup_epochs: int = option(0, "epochs of linear learning-rate warm-up before the schedule", "training",
                                 low=0)
     lr_decay: float | None = option(None, "learning-rate factor applied after every epoch", "training", "float",

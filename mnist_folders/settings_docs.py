@@ -33,7 +33,8 @@ def markdown_table() -> str:
     """The README table: one row per setting, grouped."""
     lines = ["| setting (TOML key) | flag | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
     for name, flags, default, allowed, help_text in _rows():
-        lines.append(f"| `{name}` | {flags} | {default.replace('|', '/')} | {allowed.replace('|', '/')} | {help_text} |")
+        cells = (f"`{name}`", flags, default, allowed, help_text)
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     return "\n".join(lines)
 
 

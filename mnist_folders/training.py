@@ -23,8 +23,9 @@ from .transfer import initialise_from
 from .settings import Setting, options
 
 # Settings a resumed run must keep: they define the model, its inputs or its data.
-RESUME_FIXED = ("model", "backbone_weights", "init_from", "image_height", "image_width", "color_mode", "resize_method", "class_names",
-                "batch_size", "label_smoothing", "validation_split", "split_order", "val_dir", "seed", "pipeline", "dtype_policy")
+RESUME_FIXED = ("model", "backbone_weights", "init_from", "image_height", "image_width", "color_mode",
+                "resize_method", "class_names", "batch_size", "label_smoothing", "validation_split", "split_order",
+                "val_dir", "seed", "pipeline", "dtype_policy")
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     # Callbacks: schedule, per-epoch seeds, NaN guard, atomic checkpoints, the stop rule.
     checkpoint = EpochCheckpoint(workdir, history, best, promote_to)
     stop = StopRule(setting, checkpoint.history, log)
-    callbacks = training_callbacks(setting, data.set_epoch, checkpoint, stop)
+    callbacks = training_callbacks(setting, data.set_epoch, checkpoint, stop, history=checkpoint.history)
     class_weight = balanced_class_weights(data.train_labels, len(index.class_names)) \
         if setting.class_weight == "balanced" else None
     if class_weight:

@@ -54,6 +54,10 @@ def test_learning_rate_schedules_are_functions_of_the_epoch():
     rates = [schedules.learning_rate_at(warm, e) for e in range(10)]
     assert rates[0] < rates[1] < rates[2] == pytest.approx(0.01) and rates[-1] < 0.001
     assert rates[2:] == sorted(rates[2:], reverse=True)
+    plateau = base.replace(lr_schedule="plateau", patience=4)  # halve after 2 epochs without a better result
+    history = _rows((0.5, 1.0), (0.6, 0.9), (0.6, 0.95), (0.55, 1.0), (0.7, 0.8), (0.7, 0.9), (0.6, 0.9))
+    assert [schedules.learning_rate_at(plateau, e, history) for e in range(8)] == pytest.approx(
+        [0.01, 0.01, 0.01, 0.01, 0.005, 0.005, 0.005, 0.0025])
 
 
 def test_model_auto_follows_the_image_size():
