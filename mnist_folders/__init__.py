@@ -1,15 +1,20 @@
 """mnist_folders: train, evaluate and predict image classifiers from class-per-folder trees.
 
-Modules, one responsibility each:
+Modules, one responsibility each, in the order data flows through them:
 
-- ``idx``: read IDX files (MNIST's format) into NumPy arrays.
-- ``export``: write arrays as a ``<split>/<label>/<index>.png`` tree.
-- ``settings``: the :class:`Setting` dataclass, TOML and flag overrides.
-- ``folders``: index a class-per-folder tree and split it for validation.
-- ``pipeline``: the tf.data and ImageDataGenerator input pipelines.
-- ``models``: the model registry.
-- ``training``, ``evaluation``, ``prediction``: the three CLI verbs.
-- ``artifacts``: what a model directory holds and how it is read back.
+- data: ``idx`` (IDX files -> arrays), ``export`` (arrays -> PNG tree),
+  ``folders`` (list and split a class-per-folder tree), ``images`` (any file
+  -> model input), ``decoding`` (many files, in parallel), ``pipeline``
+  (tf.data and ImageDataGenerator inputs), ``check`` and ``check_plots``
+  (the dataset audit).
+- training: ``architectures`` and ``models`` (builders and their registry),
+  ``dtype_policy``, ``schedules`` (automatic budget, stop rule, learning-rate
+  schedules), ``callbacks``, ``transfer`` (warm starts), ``lr_finder``,
+  ``training``.
+- serving: ``evaluation``, ``prediction``, ``plots``.
+- shared: ``settings`` (the Setting, each field described once) and
+  ``settings_docs`` (the tables generated from it), ``artifacts`` (the model
+  directory), ``locking``, ``atomic``, ``names``, ``errors``, ``cli``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

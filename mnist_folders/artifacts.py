@@ -58,6 +58,8 @@ HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seco
 STAGING = ".staging"  # where a fresh run trains until its first checkpoint exists
 # What one training run writes: replaced as a whole by the next run (see promote).
 RUN_FILES = (SETTING, CLASS_NAMES, DATASET, BEST_WEIGHTS, BEST_INFO, LAST_MODEL, HISTORY, "training_curves.png")
+# Reports about a model: removed when a new run replaces it (they would describe the old one).
+REPORTS = (EVALUATION, "confusion_matrix.png", "misclassified.png", "suspect_labels.csv", "suspect_labels.png")
 
 
 def ensure_writable(folder: Path, what: str = "model directory") -> None:
@@ -112,7 +114,7 @@ def workspace_for_fresh_run(model_dir: Path) -> Path:
         shutil.rmtree(staging)  # a previous fresh run killed before its first checkpoint
     remove_stale_temporaries(model_dir)
     if not holds_model(model_dir):
-        for stale in RUN_FILES:
+        for stale in RUN_FILES + REPORTS:
             (model_dir / stale).unlink(missing_ok=True)
         return model_dir
     staging.mkdir()
@@ -122,7 +124,7 @@ def workspace_for_fresh_run(model_dir: Path) -> Path:
 def promote(staging: Path, model_dir: Path) -> None:
     """Replace ``model_dir``'s run files with ``staging``'s, under the exclusive files lock; remove ``staging``."""
     with files_lock(model_dir, exclusive=True):
-        for name in RUN_FILES:
+        for name in RUN_FILES + REPORTS:
             if not (staging / name).exists():
                 (model_dir / name).unlink(missing_ok=True)
         for path in staging.iterdir():

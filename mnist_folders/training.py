@@ -135,9 +135,10 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
             shuffle=False,  # both pipelines shuffle themselves; fit's own shuffle would only warn
         )
     if checkpoint.diverged:
+        kept = (f"kept the checkpoints of epoch {len(checkpoint.history)}" if checkpoint.history
+                else "no checkpoint written; a previous model there is kept")
         raise TrainingError(f"{display(model_dir)}: training diverged (loss NaN or infinite in epoch "
-                            f"{checkpoint.diverged}); kept the checkpoints of epoch {len(checkpoint.history)}. "
-                            f"Lower learning_rate (now {setting.learning_rate:g})")
+                            f"{checkpoint.diverged}); {kept}. Lower learning_rate (now {setting.learning_rate:g})")
 
     # Report: the curves of every epoch so far.
     curves = plots.training_curves(checkpoint.history, model_dir / plots.TRAINING_CURVES) if checkpoint.history else None

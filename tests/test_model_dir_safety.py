@@ -389,14 +389,14 @@ def predict_runs(tree, base_model, tmp_path_factory):
     # smaller: one file as --input, a 244-character --output name
     cases["single"] = dict(folder=samples[0], output=root / ("p" * 240 + ".csv"))
 
-    # smaller: an internal error (Pillow raises TypeError on this TIFF), its traceback in TMPDIR
+    # a TIFF on which Pillow raises TypeError (not OSError): skipped like any unreadable file
     folder = root / "odd"
     folder.mkdir()
     shutil.copy(samples[0], folder / "good.png")
     (folder / "odd.tif").write_bytes(_tiff_with_text_strip_offsets(images[0]))
     logs = root / "logs"
     logs.mkdir()
-    cases["internal"] = dict(folder=folder, output=root / "odd.csv", logs=logs, env=_env(TMPDIR=str(logs)))
+    cases["odd_tiff"] = dict(folder=folder, output=root / "odd.csv", logs=logs, env=_env(TMPDIR=str(logs)))
 
     # smaller: predict | head -1, with 1,500 images (more output than a pipe holds)
     folder = root / "many"
@@ -503,15 +503,29 @@ def test_single_file_input_and_a_244_character_output_name(predict_runs):
     assert result.stdout.count("\t") == 2  # one prediction line: path, class, confidence
 
 
-def test_internal_error_is_one_line_naming_the_log(predict_runs):
-    case = predict_runs["internal"]
-    if case["result"].returncode == 0:
-        pytest.skip("the odd TIFF no longer triggers an internal error (it is skipped): no honest trigger left")
-    line = _error_line(case["result"], code=3)
-    found = re.fullmatch(r"internal error: .*\(traceback in (.+?\.log)\b.*\)", line)
+def test_a_tiff_pillow_chokes_on_is_skipped_not_fatal(predict_runs):
+    case = predict_runs["odd_tiff"]
+    result = _ok(case["result"])
+    assert f"skipped {case['folder'] / 'odd.tif'}: corrupt image (TypeError" in result.stderr
+    assert [row["path"] for row in _csv_rows(case["output"])] == [str(case["folder"] / "good.png")]
+    assert not list(case["logs"].iterdir())  # no internal-error log
+
+
+def test_internal_error_is_one_line_naming_the_log(tmp_path, monkeypatch, capsys):
+    # No input of a user's should reach this path any more, so the bug is planted: a main that divides by zero.
+    from mnist_folders import cli
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    with pytest.raises(SystemExit) as exited:
+        cli.run(lambda: 1 // 0)
+    assert exited.value.code == 3
+    line = capsys.readouterr().err
+    assert line.count("\n") == 1, line
+    found = re.fullmatch(r"internal error: ZeroDivisionError: .*\(traceback in (.+?\.log); please report it\)\n", line)
     assert found, line
     log = Path(found.group(1))
-    assert log.parent == case["logs"] and "Traceback" in log.read_text()
+    assert log.parent == tmp_path and "Traceback" in log.read_text() and "1 // 0" in log.read_text()
 
 
 def test_12_read_only_model_dir_fails_before_predicting(predict_runs):

@@ -140,4 +140,6 @@ def test_shipped_configs_are_valid():
     mnist = Setting.from_sources(REPO / "configs" / "mnist.toml")
     assert mnist == Setting()
     photos = read_toml(REPO / "configs" / "photos_example.toml")
-    assert Setting.from_dict(photos).input_shape == (64, 64, 3)
+    example = Setting.from_dict(photos)
+    assert (example.image_height, example.image_width, example.resize_method) == (96, 96, "pad")
+    assert (example.model, example.color_mode, example.epochs) == ("auto", "auto", "auto")
