@@ -6,6 +6,8 @@
   evaluate  the best checkpoint on every image of <test_dir>
   predict   every image file in <predict_dir> (default <data_dir>/tmp)
   lr_find   sweep the learning rate on <train_dir> and suggest one
+  export    write <model_dir>/export/: SavedModel, TFLite (float32, int8),
+            ONNX, labels.txt and preprocessing.json, for serving elsewhere
   check     audit the train, test and predict folders (counts, unreadable
             files, exact and near duplicates, leakage); with a trained model
             in <model_dir>, also list the likely label errors
@@ -22,7 +24,17 @@ from pathlib import Path
 
 from mnist_folders import cli
 
-MODES = ("train", "evaluate", "predict", "lr_find", "check")
+MODES = ("train", "evaluate", "predict", "lr_find", "check", "export")
+EXPORT_FORMATS = ("savedmodel", "tflite", "tflite_int8", "onnx")  # mnist_folders.deploy.FORMATS, without importing it
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in EXPORT_FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown format {unknown[0] if unknown else text!r} "
+                                         f"(choose from {', '.join(EXPORT_FORMATS)})")
+    return names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,6 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="check: move unreadable files and test/predict copies of train images into DIR "
                           "(with a manifest to move them back)")
     run.add_argument("--output", type=Path, help="predict: CSV path (default <model_dir>/predictions.csv)")
+    run.add_argument("--watch", action="store_true",
+                     help="predict: keep running, predict each image as it lands in the folder and append it "
+                          "to the CSV (stop with Ctrl-C or SIGTERM)")
+    run.add_argument("--sort-into", type=Path, metavar="DIR",
+                     help="predict: also copy each image into DIR/<class>/ (DIR/uncertain/ under --min-confidence)")
+    run.add_argument("--format", type=_formats, default=EXPORT_FORMATS, metavar="LIST",
+                     help=f"export: comma-separated formats (default all: {','.join(EXPORT_FORMATS)})")
     run.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
     cli.add_setting_flags(parser)
     return parser.parse_args(argv)
@@ -77,7 +96,15 @@ def main() -> int:
     from mnist_folders.artifacts import setting_for_model
 
     setting = setting_for_model(chosen)
+    if args.mode == "predict":
+        return predict_mode(setting, args, chosen, progress)
     cli.quiet_tensorflow()
+    if args.mode == "export":
+        from mnist_folders.deploy import export
+
+        result = export(setting, args.format)
+        print(f"exported to {result.folder} (labels.txt, preprocessing.json and {', '.join(result.files)})")
+        return cli.EXIT_OK
     if args.mode == "evaluate":
         from mnist_folders.evaluation import evaluate, format_report
 
@@ -86,13 +113,35 @@ def main() -> int:
         print(f"report: {setting.model_path / 'evaluation.json'}")
         return cli.EXIT_OK
 
-    from mnist_folders.names import display
-    from mnist_folders.prediction import predict
 
+
+def predict_mode(setting, args: argparse.Namespace, chosen: dict, progress: bool) -> int:
+    """``--mode predict``: the folder once, or ``--watch`` it; on Keras or, without TensorFlow, an export."""
+    from mnist_folders.names import display
+    from mnist_folders.prediction import choose_runtime, load_predictor, predict
+
+    setting = setting.replace(runtime=choose_runtime(setting))
+    if setting.runtime == "keras":
+        cli.quiet_tensorflow()
     if not {"predict_dir", "data_dir"} & set(chosen):
         # A model directory from elsewhere chooses this folder: say which is read.
         print(f"predicting {display(setting.predict_path)} (the folder saved with the model; --input names another)")
+    if args.watch:
+        from mnist_folders.watch import watch
+
+        predictor = load_predictor(setting)
+        print(f"watching {display(setting.predict_path)} with {predictor.source} ({predictor.runtime}); "
+              "Ctrl-C or SIGTERM stops", flush=True)
+        state = watch(setting, predictor, args.output, args.sort_into,
+                      log=lambda line: print(line, flush=True))
+        print(f"stopped: {state.predicted} predicted, {len(state.skipped)} skipped")
+        return cli.EXIT_OK
     run = predict(setting, args.output, progress)
+    if args.sort_into:
+        from mnist_folders.watch import copy_into_class_folder
+
+        for p in run.predictions:
+            copy_into_class_folder(p, args.sort_into)
     for path, reason in run.skipped:
         print(f"skipped {display(path)}: {reason}", file=sys.stderr)
     if not run.predictions:
@@ -100,7 +149,8 @@ def main() -> int:
         return cli.EXIT_NOTHING_TO_PREDICT
     for p in run.predictions:
         print(f"{display(p.path)}\t{display(p.class_name)}\t{p.confidence:.4f}")
-    print(f"{len(run.predictions)} predicted, {len(run.skipped)} skipped; CSV: {display(run.csv_path)}")
+    print(f"{len(run.predictions)} predicted, {len(run.skipped)} skipped; CSV: {display(run.csv_path)} "
+          f"(runtime {run.predictor.runtime})")
     return cli.EXIT_OK
 
 

@@ -16,6 +16,9 @@ nothing else::
                           val_loss, val_accuracy, seconds
       dataset.json        the training images: counts per class, files
                           ignored or unreadable, share with a light background
+      calibration.json    the softmax temperature fitted on the validation
+                          split, with the calibration error before and after
+      export/             written by --mode export (SavedModel, TFLite, ONNX)
       evaluation.json     written by evaluate
       predictions.csv     written by predict
 
@@ -54,12 +57,16 @@ HISTORY = "history.csv"
 DATASET = "dataset.json"
 EVALUATION = "evaluation.json"
 PREDICTIONS = "predictions.csv"
+CALIBRATION = "calibration.json"
+EXPORT = "export"  # the folder --mode export writes (see mnist_folders.deploy)
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 STAGING = ".staging"  # where a fresh run trains until its first checkpoint exists
 # What one training run writes: replaced as a whole by the next run (see promote).
-RUN_FILES = (SETTING, CLASS_NAMES, DATASET, BEST_WEIGHTS, BEST_INFO, LAST_MODEL, HISTORY, "training_curves.png")
+RUN_FILES = (SETTING, CLASS_NAMES, DATASET, BEST_WEIGHTS, BEST_INFO, LAST_MODEL, HISTORY, CALIBRATION,
+             "training_curves.png")
 # Reports about a model: removed when a new run replaces it (they would describe the old one).
-REPORTS = (EVALUATION, "confusion_matrix.png", "misclassified.png", "suspect_labels.csv", "suspect_labels.png")
+REPORTS = (EVALUATION, "confusion_matrix.png", "misclassified.png", "reliability_diagram.png", "suspect_labels.csv",
+           "suspect_labels.png")
 
 
 def ensure_writable(folder: Path, what: str = "model directory") -> None:
@@ -116,6 +123,7 @@ def workspace_for_fresh_run(model_dir: Path) -> Path:
     if not holds_model(model_dir):
         for stale in RUN_FILES + REPORTS:
             (model_dir / stale).unlink(missing_ok=True)
+        shutil.rmtree(model_dir / EXPORT, ignore_errors=True)
         return model_dir
     staging.mkdir()
     return staging
@@ -127,6 +135,7 @@ def promote(staging: Path, model_dir: Path) -> None:
         for name in RUN_FILES + REPORTS:
             if not (staging / name).exists():
                 (model_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(model_dir / EXPORT, ignore_errors=True)  # exported from the model being replaced
         for path in staging.iterdir():
             os.replace(path, model_dir / path.name)
     staging.rmdir()
@@ -301,12 +310,15 @@ def load_trained_setting(model_dir: Path) -> Setting:
     return load_setting(model_dir)
 
 
-def load_trained_model(model_dir: Path, setting: Setting | None = None) -> tuple[Any, Setting, list[str]]:
+def load_trained_model(model_dir: Path, setting: Setting | None = None,
+                       policy: str | None = None) -> tuple[Any, Setting, list[str]]:
     """The best model of a model directory, with its Setting and class names.
 
     Rebuilds the architecture from ``setting.json`` (or ``setting``, when the
     caller has already read it with :func:`load_trained_setting`) and loads
-    ``best.weights.h5`` into it: no code is read from the directory.
+    ``best.weights.h5`` into it: no code is read from the directory. The
+    model is built under the trained dtype policy, or ``policy`` (e.g.
+    ``"float32"`` for the exporters, which do not take bfloat16).
 
     Raises:
         CheckpointError: the directory, a file, or a match between them is
@@ -324,7 +336,7 @@ def load_trained_model(model_dir: Path, setting: Setting | None = None) -> tuple
                                   "while it was being read; run the command again")
         setting = setting or saved
         class_names = load_class_names(model_dir)
-        dtype_policy.apply(setting.dtype_policy)  # weights are float32 under either policy
+        dtype_policy.apply(policy or setting.dtype_policy)  # weights are float32 under either policy
         model = build_model(setting.model, setting.input_shape, len(class_names))
         try:
             # skip_mismatch=False: a file for another architecture or class count must fail, not half-load.
@@ -346,3 +358,19 @@ def light_background_share(model_dir: Path) -> float:
         return float(read_json(path).get("light_background", 0.0))
     except (AttributeError, TypeError, ValueError):
         raise CheckpointError(f"{display(path)}: invalid (expected a JSON object)") from None
+
+
+def load_temperature(model_dir: Path) -> float:
+    """The softmax temperature of ``calibration.json`` (1.0, no change, when the model has none).
+
+    Raises:
+        CheckpointError: the file is there but holds no positive number.
+    """
+    path = model_dir / CALIBRATION
+    if not path.exists():
+        return 1.0
+    data = read_json(path)
+    temperature = data.get("temperature") if isinstance(data, dict) else None
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise CheckpointError(f"{display(path)}: invalid (expected a positive \"temperature\")")
+    return float(temperature)

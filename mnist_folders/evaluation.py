@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import artifacts, plots
+from . import artifacts, calibration, plots
 from .decoding import decode_images
 from .folders import index_tree
 from .prediction import predict_probabilities
@@ -42,6 +42,9 @@ class EvaluationReport:
     skipped: list[list[str]]
     missing_classes: list[str]
     figures: list[str]
+    temperature: float = 1.0  # the softmax temperature saved with the model (calibration.json)
+    ece: float | None = None  # expected calibration error of the raw softmax
+    ece_calibrated: float | None = None  # ... after the temperature, as predict reports confidences
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> list[float | None]:
@@ -92,6 +95,15 @@ def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
         missing_classes=[name for name in class_names if counts.get(name, 0) == 0],
         figures=[],
     )
+    report.temperature = artifacts.load_temperature(model_dir)
+    calibrated = calibration.apply_temperature(probabilities, report.temperature)
+    curves = {}
+    if len(true):
+        report.ece = calibration.expected_calibration_error(probabilities, true)
+        report.ece_calibrated = calibration.expected_calibration_error(calibrated, true)
+        curves = {"softmax": (*calibration.reliability(probabilities, true), report.ece),
+                  f"temperature {report.temperature:.3g}": (*calibration.reliability(calibrated, true),
+                                                            report.ece_calibrated)}
     wrong = np.flatnonzero(predicted != true)
     wrong = wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")]  # most confident mistakes first
     report.figures = [
@@ -100,6 +112,8 @@ def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
                                 [class_names[i] for i in predicted[wrong]], probabilities[wrong].max(axis=1),
                                 model_dir / plots.MISCLASSIFIED)),
     ]
+    if curves:
+        report.figures.append(str(plots.reliability_diagram(curves, model_dir / plots.RELIABILITY)))
     artifacts.write_json(model_dir / artifacts.EVALUATION, asdict(report))
     return report
 
@@ -114,6 +128,11 @@ def format_report(report: EvaluationReport) -> str:
         f"test loss: {report.loss:.4f}",
         f"test accuracy: {report.accuracy:.4f} ({report.accuracy * 100:.2f} %)",
         f"balanced accuracy (mean recall): {report.balanced_accuracy:.4f}",
+    ]
+    if report.ece is not None:
+        lines.append(f"expected calibration error: {report.ece:.4f} (softmax), {report.ece_calibrated:.4f} "
+                     f"(temperature {report.temperature:.3g}, as predict reports confidences)")
+    lines += [
         "",
         f"{'class':>{width}}  precision  recall  support",
     ]

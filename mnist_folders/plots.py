@@ -22,6 +22,7 @@ TRAINING_CURVES = "training_curves.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
 MISCLASSIFIED = "misclassified.png"
 SAMPLES = "samples.png"
+RELIABILITY = "reliability_diagram.png"
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
@@ -77,6 +78,27 @@ def confusion_matrix(confusion: Sequence[Sequence[int]], class_names: Sequence[s
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
     axis.set_title("confusion matrix")
+    return _save(figure, path)
+
+
+def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, float]], path: Path) -> Path:
+    """Accuracy against confidence per bin, one line per curve, with the diagonal of perfect calibration.
+
+    ``curves`` maps a label (e.g. "before calibration") to
+    :func:`mnist_folders.calibration.reliability`'s ``(confidence, accuracy,
+    count)`` arrays plus the curve's ECE; empty bins are not drawn.
+    """
+    figure, axis = plt.subplots(figsize=(5.5, 5.5))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for label, (confidence, accuracy, count, ece) in curves.items():
+        used = count > 0
+        axis.plot(confidence[used], accuracy[used], marker="o", label=f"{label} (ECE {ece:.4f})")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("confidence (mean top probability in the bin)")
+    axis.set_ylabel("accuracy in the bin")
+    axis.set_title("reliability diagram (test images)")
+    axis.legend(loc="upper left")
     return _save(figure, path)
 
 

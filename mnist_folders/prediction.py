@@ -2,16 +2,17 @@
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from . import artifacts
+from . import artifacts, calibration
 from .atomic import write_text
 from .decoding import decode_chunks
-from .errors import DatasetError
+from .errors import CheckpointError, DatasetError
 from .folders import list_files
 from .images import lighter_borders, scale
 from .names import display, safe_cell
@@ -19,6 +20,7 @@ from .settings import Setting
 
 INFERENCE_BATCH_BYTES = 64 * 2**20  # float32 input per forward pass
 TOP_K = 3
+UNCERTAIN = "uncertain"  # the class column of a prediction under min_confidence
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Prediction:
     class_name: str
     confidence: float
     top_k: list[tuple[str, float]]
+    uncertain: bool = False  # the top probability is under min_confidence: class_name is UNCERTAIN
 
 
 @dataclass
@@ -38,6 +41,7 @@ class PredictionRun:
     predictions: list[Prediction]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     csv_path: Path | None = None
+    predictor: "Predictor | None" = None
 
 
 def inference_batch_size(input_shape: tuple[int, ...]) -> int:
@@ -85,13 +89,91 @@ def invert_where_needed(images: np.ndarray, invert: str, trained_light: bool) ->
     return images
 
 
+@dataclass
+class Predictor:
+    """A trained model ready to predict: ``probabilities(uint8 (N, H, W, C)) -> (N, K)`` float32.
+
+    The probabilities are temperature-scaled (``calibration.json``) and the
+    ``invert`` setting is applied, whichever ``runtime`` runs the model.
+    """
+
+    probabilities: Callable[[np.ndarray], np.ndarray]
+    class_names: list[str]
+    runtime: str  # keras, onnx, tflite or tflite_int8
+    source: str  # what runs: the model directory or the exported file
+
+
+def load_predictor(setting: Setting, policy: str | None = None) -> Predictor:
+    """The model of ``setting.model_path`` on ``setting.runtime`` (``auto``: see :func:`choose_runtime`).
+
+    ``policy`` builds a Keras model under another dtype policy than the
+    trained one (``"float32"``: the exports' arithmetic).
+
+    Raises:
+        CheckpointError: no trained model; for an exported runtime, no
+            current export, one built with another ``invert`` setting, or the
+            runtime library missing.
+    """
+    model_dir = setting.model_path
+    runtime = choose_runtime(setting)
+    if runtime != "keras":
+        from .runtime import ExportedModel
+
+        exported = ExportedModel(model_dir, runtime)
+        if exported.invert != setting.invert:
+            raise CheckpointError(f"{display(exported.path)}: exported with invert={exported.invert}, asked "
+                                  f"invert={setting.invert}; export again with --invert {setting.invert}, "
+                                  "or predict with --runtime keras")
+        return Predictor(exported.predict, exported.class_names, runtime, display(exported.path))
+    model, _, class_names = artifacts.load_trained_model(model_dir, setting, policy)
+    trained_light = artifacts.light_background_share(model_dir) > 0.5
+    temperature = artifacts.load_temperature(model_dir)
+
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        images = invert_where_needed(images, setting.invert, trained_light)
+        return calibration.apply_temperature(predict_probabilities(model, images), temperature)
+
+    return Predictor(probabilities, class_names, "keras", display(model_dir))
+
+
+def choose_runtime(setting: Setting) -> str:
+    """``setting.runtime``, with ``auto`` resolved: ``onnx`` when ``export/model.onnx`` is current
+    (exported from today's ``best.weights.h5`` with the same ``invert``) and onnxruntime imports, else ``keras``."""
+    if setting.runtime != "auto":
+        return setting.runtime
+    try:
+        from .runtime import ExportedModel
+
+        if ExportedModel(setting.model_path, "onnx").invert == setting.invert:
+            return "onnx"
+    except (CheckpointError, ImportError, OSError, KeyError, TypeError):
+        pass
+    return "keras"
+
+
+def rank(probabilities: np.ndarray, class_names: list[str], paths: list[str],
+         min_confidence: float = 0.0) -> list[Prediction]:
+    """One :class:`Prediction` per row of ``(N, K)`` probabilities, for ``paths`` (N)."""
+    k = min(TOP_K, len(class_names))
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    scores = np.take_along_axis(probabilities, ranked, axis=1).tolist()
+    predictions = []
+    for path, classes, top_scores in zip(paths, ranked.tolist(), scores):
+        top = [(class_names[j], p) for j, p in zip(classes, top_scores)]
+        uncertain = top[0][1] < min_confidence
+        predictions.append(Prediction(path, UNCERTAIN if uncertain else top[0][0], top[0][1], top, uncertain))
+    return predictions
+
+
 def predict(setting: Setting, output: Path | None = None, progress: bool = True) -> PredictionRun:
     """Predict every image under ``setting.predict_path`` with the best checkpoint of ``setting.model_path``.
 
     Any file Pillow reads is converted to the model's input (size, colour
     mode, bit depth; see :func:`mnist_folders.images.load_image`); other
     files are skipped and listed. A background thread decodes the files in
-    chunks while the model predicts the chunks already decoded.
+    chunks while the model predicts the chunks already decoded. The model
+    runs on ``setting.runtime`` (:func:`load_predictor`); a top probability
+    under ``setting.min_confidence`` is written as class ``uncertain``.
 
     Args:
         setting: a trained model's Setting (:func:`mnist_folders.artifacts.setting_for_model`).
@@ -108,29 +190,23 @@ def predict(setting: Setting, output: Path | None = None, progress: bool = True)
     paths, skipped = files_to_predict(setting.predict_path)
     csv_path = Path(output) if output else model_dir / artifacts.PREDICTIONS
     artifacts.ensure_writable(csv_path.parent, what="folder for the predictions CSV")
-    trained_light = artifacts.light_background_share(model_dir) > 0.5
     run = PredictionRun([], skipped)
     # Decoding starts while the model loads; one thread, not processes: the model needs the cores.
     with decode_chunks(paths, setting, processes=False) as chunks:
-        model, _, class_names = artifacts.load_trained_model(model_dir, setting)
-        parts, kept = [np.zeros((0, len(class_names)), dtype=np.float32)], [np.zeros(0, dtype=np.int64)]
+        predictor = run.predictor = load_predictor(setting)
+        parts = [np.zeros((0, len(predictor.class_names)), dtype=np.float32)]
+        kept = [np.zeros(0, dtype=np.int64)]
         with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
             for chunk in chunks:
-                images = invert_where_needed(chunk.images, setting.invert, trained_light)
-                parts.append(predict_probabilities(model, images))
+                parts.append(predictor.probabilities(chunk.images))
                 kept.append(chunk.kept)
                 run.skipped.extend(chunk.failed)
-                bar.update(len(images) + len(chunk.failed))
+                bar.update(len(chunk.images) + len(chunk.failed))
     run.skipped.sort()
     probabilities, kept = np.concatenate(parts), np.concatenate(kept)
     if len(kept) == 0:
         return run
-    k = min(TOP_K, len(class_names))
-    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    scores = np.take_along_axis(probabilities, ranked, axis=1).tolist()
-    for i, classes, top_scores in zip(kept, ranked.tolist(), scores):
-        top = [(class_names[j], p) for j, p in zip(classes, top_scores)]
-        run.predictions.append(Prediction(paths[i], top[0][0], top[0][1], top))
+    run.predictions = rank(probabilities, predictor.class_names, [paths[i] for i in kept], setting.min_confidence)
     run.csv_path = csv_path
     write_text(csv_path, to_csv(run.predictions))
     return run

@@ -29,10 +29,11 @@ from .images import CHANNELS, RESIZE_METHODS
 from .dtype_policy import DTYPE_POLICIES
 
 DEFAULT_DATA_DIR = "mnist_data"
-GROUPS = ("paths", "image", "classes", "training", "system")
+GROUPS = ("paths", "image", "classes", "training", "prediction", "system")
 PIPELINES = ("tfdata", "idg")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 INVERT = ("auto", "true", "false")
+RUNTIMES = ("auto", "keras", "onnx", "tflite", "tflite_int8")
 CLASS_WEIGHTS = ("auto", "none", "balanced")
 SPLIT_ORDERS = ("shuffled", "sorted")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
@@ -220,6 +221,12 @@ class Setting:
                                        "float", low=0.0, high=1.0, high_open=True, model_default=True)
     zoom_range: float | None = option(None, "augmentation: random zoom, fraction", "training", "float",
                                       low=0.0, high=1.0, high_open=True, model_default=True)
+    # ---- prediction ----
+    runtime: str = option("auto", "predict with keras (TensorFlow), or without TensorFlow from --mode export's "
+                          "files: onnx (onnxruntime), tflite or tflite_int8 (LiteRT); auto: onnx when a current "
+                          "export is there, else keras", "prediction", choices=RUNTIMES)
+    min_confidence: float = option(0.0, "predict: a top probability below this is written as class 'uncertain' "
+                                   "(0: never)", "prediction", low=0.0, high=1.0)
     # ---- system ----
     seed: int = option(1337, "seeds Python, NumPy, TensorFlow and the shuffles", "system", low=0, high=2**31 - 1)
     pipeline: str = option("tfdata", "tfdata (decode once, in memory) or idg (ImageDataGenerator)", "system",

@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import artifacts, dtype_policy, locking, plots, schedules
+from . import artifacts, calibration, dtype_policy, locking, plots, schedules
 from .callbacks import EpochCheckpoint, StopRule, training_callbacks
 from .decoding import decode_images
 from .errors import CheckpointError, DatasetError, TrainingError
@@ -19,6 +19,7 @@ from .images import is_colour, lighter_borders
 from .models import build_model
 from .names import display
 from .pipeline import TrainingData, training_data
+from .prediction import predict_probabilities
 from .transfer import initialise_from
 from .settings import Setting, options
 
@@ -140,9 +141,47 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
         raise TrainingError(f"{display(model_dir)}: training diverged (loss NaN or infinite in epoch "
                             f"{checkpoint.diverged}); {kept}. Lower learning_rate (now {setting.learning_rate:g})")
 
+    # Calibration: the softmax temperature of the best checkpoint, fitted on the validation images.
+    if checkpoint.history:
+        log(calibrate(setting, index, data.failed))
+
     # Report: the curves of every epoch so far.
     curves = plots.training_curves(checkpoint.history, model_dir / plots.TRAINING_CURVES) if checkpoint.history else None
     return TrainResult(len(checkpoint.history) - initial_epoch, checkpoint.best, checkpoint.history, model_dir, curves)
+
+
+def calibrate(setting: Setting, index: FolderIndex, failed: list[tuple[str, str]]) -> str:
+    """Fit the temperature of the best checkpoint on the validation images; write ``calibration.json``.
+
+    The validation images are those training held out (``setting.val_path``,
+    or the same split of the readable files); see :mod:`mnist_folders.calibration`.
+    Returns the line to log.
+    """
+    if setting.val_path is not None:
+        held_out = index_tree(setting.val_path, index.class_names, require_all=False)
+    else:
+        unreadable = {path for path, _ in failed}
+        readable = index.subset(np.array([i for i, p in enumerate(index.paths) if p not in unreadable], dtype=np.int64))
+        held_out = readable.subset(readable.split(setting.validation_split, setting.split_order, setting.seed)[1])
+    model, _, _ = artifacts.load_trained_model(setting.model_path, setting)
+    decoded = decode_images(held_out.paths, setting)
+    labels = held_out.labels[decoded.kept]
+    if len(labels) == 0:
+        return "calibration: no readable validation images; softmax temperature left at 1"
+    probabilities = predict_probabilities(model, decoded.images)
+    temperature = calibration.fit_temperature(probabilities, labels)
+    calibrated = calibration.apply_temperature(probabilities, temperature)
+    report = {
+        "temperature": temperature,
+        "validation_images": int(len(labels)),
+        "ece_before": calibration.expected_calibration_error(probabilities, labels),
+        "ece_after": calibration.expected_calibration_error(calibrated, labels),
+        "nll_before": calibration.negative_log_likelihood(probabilities, labels),
+        "nll_after": calibration.negative_log_likelihood(calibrated, labels),
+    }
+    artifacts.write_json(setting.model_path / artifacts.CALIBRATION, report)
+    return (f"calibration: softmax temperature {temperature:.3g} fitted on {len(labels)} validation images "
+            f"(expected calibration error {report['ece_before']:.4f} -> {report['ece_after']:.4f})")
 
 
 def lr_find(setting: Setting, progress: bool = True, strict: bool = False, log=print):

@@ -1,0 +1,299 @@
+"""Export a trained model for serving: SavedModel, TFLite (float32 and int8) and ONNX.
+
+Every exported graph takes what a program has after reading an image file:
+raw ``(N, H, W, C)`` uint8 pixels at the model's size and colour mode. The
+rest of the preprocessing is inside the graph, so it cannot differ from
+training: the scaling to [0, 1], the inversion rule of the ``invert``
+setting and the softmax temperature of ``calibration.json``. Outputs:
+``probabilities`` ``(N, K)`` float32 and ``class_index`` ``(N,)`` int64, in
+the order of ``labels.txt``. ``preprocessing.json`` says the rest (size,
+colour mode, resize method) for programs that read the files themselves.
+
+A model trained under ``mixed_bfloat16`` is rebuilt in float32 with the same
+weights first: the ONNX and TFLite converters do not take bfloat16.
+
+Formats (the GUIDE's "Beyond MNIST" notes measured the routes):
+
+* ``savedmodel``: ``keras.export.ExportArchive``; signature ``serve`` (uint8
+  pixels) and ``serve_bytes`` (encoded PNG/JPEG/GIF/BMP bytes, decoded in
+  the graph with Pillow's arithmetic: transparency onto black, 601-2 luma,
+  the stretch/pad/crop geometry of :func:`mnist_folders.images.resize`;
+  pixels within 1 grey level of Pillow's, 2 for JPEG; EXIF orientation is
+  not applied).
+* ``tflite`` and ``tflite_int8``: ``tf.lite.TFLiteConverter`` on the
+  ``serve`` signature; int8 is full-integer quantisation calibrated on
+  :data:`REPRESENTATIVE_IMAGES` training images, with float32 outputs.
+* ``onnx``: Keras' own ``model.export(format="onnx")`` (tf2onnx inside).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import artifacts, calibration
+from .atomic import atomic_path, write_bytes, write_text
+from .errors import DatasetError
+from .images import SCALE
+from .names import display
+from .settings import Setting
+
+FORMATS = ("savedmodel", "tflite", "tflite_int8", "onnx")
+FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "tflite_int8": "model_int8.tflite",
+         "onnx": "model.onnx"}
+LABELS = "labels.txt"
+PREPROCESSING = "preprocessing.json"
+REPRESENTATIVE_IMAGES = 300  # int8 calibration sample, spread over the classes
+OPSET = 17  # ONNX opset: onnxruntime 1.16 and later run it
+
+
+@dataclass
+class ExportResult:
+    """What ``export`` wrote: ``{format: path}``, the folder, and seconds per format."""
+
+    folder: Path
+    files: dict[str, Path]
+    seconds: dict[str, float]
+
+
+def weights_digest(model_dir: Path) -> str:
+    """SHA-256 of ``best.weights.h5`` (hex): an export records it to tell when it is out of date."""
+    digest = hashlib.sha256()
+    with open(model_dir / artifacts.BEST_WEIGHTS, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def invert_masks(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(border, centre)`` float32 ``(H, W)`` masks of :func:`mnist_folders.images.lighter_borders`."""
+    bh, bw = max(1, height // 8), max(1, width // 8)
+    border = np.ones((height, width), dtype=np.float32)
+    border[bh : height - bh, bw : width - bw] = 0
+    centre = np.zeros((height, width), dtype=np.float32)
+    centre[height // 4 : height - height // 4, width // 4 : width - width // 4] = 1
+    return border, centre
+
+
+def preprocessing_description(setting: Setting, trained_light: bool, temperature: float, digest: str) -> dict:
+    """The contents of ``preprocessing.json``: what a program does before and after the exported graph."""
+    h, w, c = setting.input_shape
+    return {
+        "input": {"name": "images", "shape": [None, h, w, c], "dtype": "uint8", "layout": "NHWC",
+                  "pixels": "0-255, as read from the file; the graph scales by 1/255"},
+        "color_mode": setting.color_mode,
+        "color_conversion": "Pillow convert('L') for grayscale (ITU-R 601-2 luma) or convert('RGB'); "
+                            "transparency flattened onto black; EXIF orientation applied",
+        "resize": {"method": setting.resize_method, "interpolation": "bilinear (Pillow)",
+                   "meaning": {"stretch": "to width x height, aspect ratio ignored",
+                               "pad": "keep aspect ratio, black margins (PIL.ImageOps.pad)",
+                               "crop": "keep aspect ratio, centre cut (PIL.ImageOps.fit)"}[setting.resize_method]},
+        "invert": {"setting": setting.invert, "trained_on_light_background": trained_light,
+                   "rule": "inside the graph: 'true' inverts every image; 'auto' inverts an image whose border "
+                           "(outer eighth) is lighter than its centre (middle half) when training images were "
+                           "dark-background, and the reverse"},
+        "outputs": {"probabilities": "(N, K) float32 softmax, temperature-scaled, in labels.txt order",
+                    "class_index": "(N,) int64 argmax"},
+        "temperature": temperature,
+        "labels": LABELS,
+        "source_weights_sha256": digest,
+    }
+
+
+def serving_model(model, setting: Setting, trained_light: bool, temperature: float):
+    """A Keras model from uint8 pixels to ``{"probabilities", "class_index"}`` around float32 ``model``."""
+    import keras
+    from keras import ops
+
+    _TopClass = _top_class_layer()
+    h, w, _ = setting.input_shape
+    images = keras.Input(setting.input_shape, dtype="uint8", name="images")
+    x = ops.cast(images, "float32") * SCALE
+    if setting.invert == "true":
+        x = 1.0 - x
+    elif setting.invert == "auto":
+        border, centre = invert_masks(h, w)
+        gray = ops.mean(x, axis=-1)
+        border_mean = ops.sum(gray * border, axis=(1, 2)) / float(border.sum())
+        centre_mean = ops.sum(gray * centre, axis=(1, 2)) / float(centre.sum())
+        lighter = border_mean > centre_mean
+        flip = ops.logical_not(lighter) if trained_light else lighter
+        x = ops.where(ops.reshape(flip, (-1, 1, 1, 1)), 1.0 - x, x)
+    probabilities = model(x)
+    if temperature != 1.0:
+        logits = ops.log(ops.maximum(probabilities, 1e-30)) / temperature
+        probabilities = ops.softmax(logits, axis=-1)
+    return keras.Model(images, {"probabilities": probabilities, "class_index": _TopClass()(probabilities)},
+                       name="serving")
+
+
+def _top_class_layer():
+    import keras
+    import tensorflow as tf
+
+    class TopClass(keras.layers.Layer):
+        """``tf.argmax`` over the classes: ``keras.ops.argmax`` adds a NaN test with a bitwise op TFLite lacks."""
+
+        def call(self, probabilities):
+            return tf.argmax(probabilities, axis=-1)
+
+    return TopClass
+
+
+def _bytes_endpoint(serving, setting: Setting):
+    """The ``serve_bytes`` function: ``(N,)`` encoded image strings -> the ``serve`` outputs."""
+    import tensorflow as tf
+
+    h, w, c = setting.input_shape
+
+    target = tf.constant([h, w], tf.float32)
+
+    def fitted_size(size, keep_inside: bool):
+        """Pillow's ``ImageOps.contain`` (inside) / ``fit`` (covering) size arithmetic, rounded half to even."""
+        ratio = size[1] / size[0]  # width / height of the image
+        wider = ratio > w / h
+        if keep_inside:
+            return tf.where(wider, tf.stack([tf.round(w / ratio), float(w)]), tf.stack([float(h), tf.round(h * ratio)]))
+        return tf.where(wider, tf.stack([size[0], w / h * size[0]]), tf.stack([size[1] / (w / h), size[1]]))
+
+    def decode_one(data):
+        image = tf.cast(tf.io.decode_image(data, dtype=tf.uint8, expand_animations=False), tf.float32)
+        image = tf.cond(tf.shape(image)[-1] % 2 == 0,  # LA or RGBA: flatten onto black, as images.convert_mode
+                        lambda: image[..., :-1] * (image[..., -1:] / 255.0), lambda: image)
+        if c == 1:  # Pillow's convert("L"): ITU-R 601-2 luma
+            image = tf.cond(tf.shape(image)[-1] == 1, lambda: image,
+                            lambda: tf.reduce_sum(image * [0.299, 0.587, 0.114], axis=-1, keepdims=True))
+        else:
+            image = tf.cond(tf.shape(image)[-1] == 1, lambda: tf.tile(image, [1, 1, 3]), lambda: image)
+        image = tf.ensure_shape(image, [None, None, c])
+        size = tf.cast(tf.shape(image)[:2], tf.float32)
+        if setting.resize_method == "pad":  # as PIL.ImageOps.pad: contain, then centre on black
+            inside = fitted_size(size, keep_inside=True)
+            image = tf.image.resize(image, tf.cast(inside, tf.int32), antialias=True)
+            offset = tf.cast(tf.round((target - inside) * 0.5), tf.int32)
+            image = tf.image.pad_to_bounding_box(image, offset[0], offset[1], h, w)
+        elif setting.resize_method == "crop":  # as PIL.ImageOps.fit: the centred box of the target's ratio
+            box = fitted_size(size, keep_inside=False)
+            scale = target / box  # resample the fractional box, as Pillow's resize(box=...) does
+            batch = tf.cast(image[tf.newaxis], tf.float32)
+            image = tf.raw_ops.ScaleAndTranslate(images=batch, size=[h, w], scale=scale,
+                                                 translation=-(size - box) * 0.5 * scale,
+                                                 kernel_type="triangle", antialias=True)[0]
+        else:
+            image = tf.image.resize(image, (h, w), antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="encoded")])
+    def serve_bytes(encoded):
+        images = tf.map_fn(decode_one, encoded, fn_output_signature=tf.TensorSpec((h, w, c), tf.uint8))
+        return serving(images, training=False)
+
+    return serve_bytes
+
+
+def _representative(setting: Setting, count: int):
+    """A generator of ``count`` training images, one ``[(1, H, W, C) uint8]`` list at a time, classes interleaved."""
+    from .folders import index_tree
+    from .images import ImageReadError, load_image
+
+    index = index_tree(setting.train_path, setting.class_names or artifacts.load_class_names(setting.model_path))
+    rng = np.random.default_rng(setting.seed)
+    order = rng.permutation(len(index))[: count * 2]  # spare files for unreadable ones
+    h, w, _ = setting.input_shape
+
+    def generate():
+        given = 0
+        for i in order:
+            try:
+                image = load_image(index.paths[i], h, w, setting.color_mode, setting.resize_method)
+            except ImageReadError:
+                continue
+            yield [image[np.newaxis]]
+            given += 1
+            if given == count:
+                return
+
+    return generate
+
+
+def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> ExportResult:
+    """Write ``<model_dir>/export/``: the chosen ``formats``, ``labels.txt`` and ``preprocessing.json``.
+
+    Each artifact is built in a temporary folder and renamed into place, so
+    a failed or interrupted export leaves the previous files, never half of a
+    new one. ``tflite_int8`` reads :data:`REPRESENTATIVE_IMAGES` images of
+    ``setting.train_path``.
+
+    Raises:
+        CheckpointError: no trained model in ``setting.model_path``.
+        DatasetError: ``tflite_int8`` without a readable train tree.
+        ValueError: an unknown format name.
+    """
+    import keras
+    import tensorflow as tf
+
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown export format {unknown[0]!r} (choose from {', '.join(FORMATS)})")
+    model_dir = setting.model_path
+    artifacts.ensure_writable(model_dir)
+    folder = model_dir / artifacts.EXPORT
+    folder.mkdir(exist_ok=True)
+    digest = weights_digest(model_dir)
+    model, setting, class_names = artifacts.load_trained_model(model_dir, setting, policy="float32")
+    trained_light = artifacts.light_background_share(model_dir) > 0.5
+    temperature = artifacts.load_temperature(model_dir)
+    serving = serving_model(model, setting, trained_light, temperature)
+    h, w, c = setting.input_shape
+    signature = [tf.TensorSpec([None, h, w, c], tf.uint8, name="images")]
+    files, seconds = {}, {}
+
+    # The SavedModel comes first: the TFLite converters read it.
+    started = time.perf_counter()
+    staging = folder / f".{FILES['savedmodel']}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    archive = keras.export.ExportArchive()
+    archive.track(serving)
+    archive.add_endpoint("serve", lambda images: serving(images, training=False), input_signature=signature)
+    archive.add_endpoint("serve_bytes", _bytes_endpoint(serving, setting))
+    archive.write_out(str(staging), verbose=False)
+    if "savedmodel" in formats:
+        seconds["savedmodel"] = time.perf_counter() - started
+    try:
+        for name in formats:
+            if name == "savedmodel":
+                continue
+            started = time.perf_counter()
+            target = folder / FILES[name]
+            if name == "onnx":
+                with atomic_path(target, suffix=".onnx") as tmp:
+                    serving.export(str(tmp), format="onnx", input_signature=signature, opset_version=OPSET,
+                                   verbose=False)
+            else:
+                converter = tf.lite.TFLiteConverter.from_saved_model(str(staging), signature_keys=["serve"])
+                if name == "tflite_int8":
+                    if not setting.train_path.is_dir():
+                        raise DatasetError(f"{display(setting.train_path)}: tflite_int8 needs training images "
+                                           "to calibrate the quantisation (--train-dir)")
+                    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                    converter.representative_dataset = _representative(setting, REPRESENTATIVE_IMAGES)
+                    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                write_bytes(target, converter.convert())
+            files[name], seconds[name] = target, time.perf_counter() - started
+            log(f"{name}: {display(target)} ({target.stat().st_size / 2**20:.1f} MiB, {seconds[name]:.1f} s)")
+        if "savedmodel" in formats:
+            final = folder / FILES["savedmodel"]
+            shutil.rmtree(final, ignore_errors=True)
+            staging.rename(final)
+            files["savedmodel"] = final
+            log(f"savedmodel: {display(final)} (signatures serve, serve_bytes; {seconds['savedmodel']:.1f} s)")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    write_text(folder / LABELS, "".join(f"{name}\n" for name in class_names))
+    artifacts.write_json(folder / PREPROCESSING, preprocessing_description(setting, trained_light, temperature, digest))
+    return ExportResult(folder, files, seconds)

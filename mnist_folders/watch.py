@@ -1,0 +1,181 @@
+"""``--mode predict --watch``: predict each image as it lands in the predict folder.
+
+The folder (sub-folders included) is listed every :data:`POLL_SECONDS`:
+polling, not file-system events, because it works the same on local disks,
+network shares and container mounts, where inotify events are often missing,
+and listing a drop folder is cheap. A file is taken once its size and
+modification time have not changed for :data:`SETTLE_SECONDS` (a writer
+still copying it changes them); names with a temporary suffix
+(:data:`IN_PROGRESS_SUFFIXES`) or a leading dot wait for their rename.
+
+Each prediction is appended to the CSV as one complete line, flushed to disk
+before the next batch. The CSV is the memory: a restarted watcher reads it
+back and predicts only the files not in it. SIGTERM and Ctrl-C stop after the
+batch in progress, with every row written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .atomic import atomic_path
+from .errors import DatasetError
+from .folders import list_files
+from .images import load_images
+from .names import display, safe_cell
+from .prediction import TOP_K, UNCERTAIN, Prediction, Predictor, csv_header, rank, to_csv
+from .settings import Setting
+
+POLL_SECONDS = 0.25
+SETTLE_SECONDS = 0.5  # unchanged size and mtime for this long: the writer has finished
+IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".!qb")
+BATCH = 256  # images per forward pass at most; a burst is split into batches
+
+
+@dataclass
+class WatchState:
+    """What the watcher has done: predicted rows (this run), skipped files and why."""
+
+    predicted: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # path -> reason
+    done: set[str] = field(default_factory=set)  # CSV path cells already written (earlier runs included)
+    seen: dict[str, tuple[int, int, float]] = field(default_factory=dict)  # path -> (size, mtime_ns, since)
+
+
+def path_cell(path: str) -> str:
+    """The ``path`` cell the CSV holds for ``path`` (see :func:`mnist_folders.prediction.to_csv`)."""
+    return safe_cell(display(path))
+
+
+def read_done(csv_path: Path, header: list[str]) -> set[str]:
+    """The path cells of an existing predictions CSV; a trailing partial line is cut off first.
+
+    Raises:
+        DatasetError: the file's header is not ``header`` (another kind of
+            file, or a CSV of a model with another number of classes).
+    """
+    if not csv_path.exists():
+        return set()
+    data = csv_path.read_bytes()
+    complete = data[: data.rfind(b"\r\n") + 2] if b"\r\n" in data else b""
+    if complete != data:  # a row cut off by a kill: drop it, it is predicted again
+        with open(csv_path, "r+b") as f:
+            f.truncate(len(complete))
+    rows = list(csv.reader(io.StringIO(complete.decode("utf-8"), newline="")))
+    if rows and rows[0] != header:
+        raise DatasetError(f"{display(csv_path)}: not a predictions CSV of this model (header {rows[0][:4]}...); "
+                           "choose another --output")
+    return {row[0] for row in rows[1:] if row}
+
+
+def append_rows(csv_path: Path, predictions: list[Prediction]) -> None:
+    """Append ``predictions`` to the CSV (header first when new), flushed and fsynced."""
+    text = to_csv(predictions)
+    if csv_path.exists() and csv_path.stat().st_size:
+        text = text.split("\r\n", 1)[1]  # the header is there already
+    with open(csv_path, "a", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def copy_into_class_folder(prediction: Prediction, root: Path) -> Path:
+    """Copy the image into ``root/<class>/`` (``root/uncertain/`` when uncertain), atomically.
+
+    A different file of the same name already there is kept; the copy gets
+    ``_1``, ``_2``, ... before its suffix.
+    """
+    source = Path(prediction.path)
+    folder = root / (UNCERTAIN if prediction.uncertain else prediction.class_name)
+    target, n = folder / source.name, 0
+    while target.exists():
+        n += 1
+        target = folder / f"{source.stem}_{n}{source.suffix}"
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return target
+
+
+def ready_files(folder: Path, state: WatchState, now: float, settle: float) -> list[str]:
+    """The files of ``folder`` not yet predicted nor skipped whose size and mtime settled ``settle`` seconds."""
+    files, _ = list_files(folder)
+    ready = []
+    for path in files:
+        if path.lower().endswith(IN_PROGRESS_SUFFIXES) or path_cell(path) in state.done:
+            continue
+        try:
+            info = os.stat(path)
+        except OSError:  # renamed or removed since the listing
+            continue
+        signature = (info.st_size, info.st_mtime_ns)
+        previous = state.seen.get(path)
+        if previous is None or previous[:2] != signature:
+            state.seen[path] = (*signature, now)
+            state.skipped.pop(path, None)  # a file rewritten after it failed is tried again
+        elif now - previous[2] >= settle and path not in state.skipped:
+            ready.append(path)
+    return ready
+
+
+def watch(setting: Setting, predictor: Predictor, output: Path | None = None, sort_into: Path | None = None,
+          log=print, poll: float = POLL_SECONDS, settle: float = SETTLE_SECONDS,
+          stop: threading.Event | None = None) -> WatchState:
+    """Predict the images of ``setting.predict_path`` as they arrive, until SIGTERM, Ctrl-C or ``stop``.
+
+    Args:
+        setting: the trained model's Setting (image size, colour mode, min_confidence).
+        predictor: the model (:func:`mnist_folders.prediction.load_predictor`).
+        output: the CSV appended to; default ``<model_dir>/predictions.csv``.
+        sort_into: also copy each image into ``sort_into/<class>/``.
+        log: one line per prediction (``path<TAB>class<TAB>confidence``) and per skipped file.
+        poll: seconds between listings.
+        settle: seconds a file's size and mtime must stay unchanged.
+        stop: set it to stop (tests); the signal handlers set it too.
+
+    Raises:
+        DatasetError: the predict folder does not exist, or ``output`` is
+            not a predictions CSV of this model.
+    """
+    folder = setting.predict_path
+    if not folder.is_dir():
+        raise DatasetError(f"{display(folder)}: no such folder to watch")
+    csv_path = Path(output) if output else setting.model_path / "predictions.csv"
+    state = WatchState(done=read_done(csv_path, csv_header(min(TOP_K, len(predictor.class_names)))))
+    stop = stop or threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    h, w, _ = setting.input_shape
+    try:
+        while not stop.is_set():
+            ready = ready_files(folder, state, time.monotonic(), settle)
+            for start in range(0, len(ready), BATCH):
+                batch = ready[start : start + BATCH]
+                images, failed = load_images(batch, h, w, setting.color_mode, setting.resize_method)
+                bad = {i for i, _ in failed}
+                for i, reason in failed:
+                    state.skipped[batch[i]] = reason
+                    log(f"skipped {display(batch[i])}: {reason}")
+                keep = [i for i in range(len(batch)) if i not in bad]
+                if not keep:
+                    continue
+                predictions = rank(predictor.probabilities(images[keep]), predictor.class_names,
+                                   [batch[i] for i in keep], setting.min_confidence)
+                append_rows(csv_path, predictions)
+                for p in predictions:
+                    state.done.add(path_cell(p.path))
+                    if sort_into is not None:
+                        copy_into_class_folder(p, sort_into)
+                    log(f"{display(p.path)}\t{display(p.class_name)}\t{p.confidence:.4f}")
+                state.predicted += len(predictions)
+            stop.wait(poll)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return state
