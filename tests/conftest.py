@@ -68,3 +68,17 @@ def trained_model(small_data, tmp_path_factory) -> Path:
     run_cli(str(REPO / "mnist_keras.py"), "--mode", "train", "--data-dir", str(small_data),
             "--model-dir", str(model_dir), "--epochs", str(EPOCHS), "--model", "cnn_64_128_256", "--quiet")
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def exported(trained_model, small_data, tmp_path_factory) -> Path:
+    """A copy of :func:`trained_model` with every format exported by the CLI (the original stays
+    un-exported, so other tests keep predicting with Keras)."""
+    import shutil
+
+    model_dir = tmp_path_factory.mktemp("exported") / "mnist"
+    shutil.copytree(trained_model, model_dir)
+    result = run_cli(str(REPO / "mnist_keras.py"), "--mode", "export", "--model-dir", str(model_dir),
+                     "--data-dir", str(small_data))
+    assert "exported to" in result.stdout
+    return model_dir

@@ -19,17 +19,6 @@ CLI = str(REPO / "mnist_keras.py")
 FLOAT_FORMATS = ("savedmodel", "savedmodel_bytes", "tflite", "onnx")
 
 
-@pytest.fixture(scope="module")
-def exported(trained_model, small_data, tmp_path_factory):
-    """A copy of the session's trained model with every format exported by the CLI (the original stays
-    un-exported, so other tests keep predicting with Keras)."""
-    model_dir = tmp_path_factory.mktemp("exported") / "mnist"
-    shutil.copytree(trained_model, model_dir)
-    result = run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--data-dir", str(small_data))
-    assert "exported to" in result.stdout
-    return model_dir
-
-
 def _rows(path):
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.reader(f))

@@ -53,6 +53,7 @@ def test_killed_training_resumes_like_an_uninterrupted_run(moment, small_data, t
     _same_training(trained_model, model_dir)  # trained_model: the same settings, never interrupted
 
 
+@pytest.mark.slow
 def test_killed_export_completes_on_rerun(tmp_path):
     out = tmp_path / "out"
     process = _start(EXPORT, "--out", str(out), "--quiet")
