@@ -14,8 +14,10 @@ must keep its work under ``if __name__ == "__main__":``.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,6 +32,7 @@ from .settings import Setting
 
 PARALLEL_MIN_FILES = 8192  # below this, starting workers costs about what they save
 CHUNK_BYTES = 16 * 2**20  # most decoded bytes per chunk sent back by a worker (1,024 images at most)
+AHEAD = 8  # chunks decoded ahead of the caller, at most
 
 
 @dataclass
@@ -60,22 +63,36 @@ def decode_chunks(paths: list[str], setting: Setting, processes: bool = True) ->
     otherwise one background thread does. Pass ``processes=False`` when the
     caller keeps the cores busy itself (prediction: TensorFlow releases the
     GIL, and worker processes would cost start-up and compete for the same
-    cores). Leaving the block stops the workers.
+    cores). A few chunks are decoded ahead of the caller, no more, so memory
+    stays bounded whatever the number of files. Leaving the block stops the
+    workers.
     """
     h, w, c = setting.input_shape
     size = max(16, min(1024, CHUNK_BYTES // (h * w * c)))
-    chunks = [paths[k : k + size] for k in range(0, len(paths), size)]
+    chunks = -(-len(paths) // size)
     load = partial(load_images, height=h, width=w, color_mode=setting.color_mode,
                    resize_method=setting.resize_method)
-    workers = min(len(os.sched_getaffinity(0)), len(chunks))
+    workers = max(1, min(len(os.sched_getaffinity(0)), chunks))
     pool: Executor
     if processes and workers > 1 and len(paths) >= PARALLEL_MIN_FILES:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     else:
         pool = ThreadPoolExecutor(1)
+    # At most AHEAD chunks (16 MB each) decoded and not yet taken: memory stays bounded when the caller is
+    # slower. The first ones are submitted now, so decoding runs while the caller prepares (loads a model).
+    ahead, starts = max(AHEAD, 2 * workers), iter(range(0, len(paths), size))
+    pending = deque((start, pool.submit(load, paths[start : start + size])) for start in itertools.islice(starts, ahead))
+
+    def in_order() -> Iterator[DecodedImages]:
+        while pending:
+            start, future = pending.popleft()
+            for following in itertools.islice(starts, 1):
+                pending.append((following, pool.submit(load, paths[following : following + size])))
+            images, bad = future.result()
+            yield _chunk(paths, start, images, bad)
+
     try:
-        results = pool.map(load, chunks)  # submits every chunk now
-        yield (_chunk(paths, start, images, bad) for start, (images, bad) in zip(range(0, len(paths), size), results))
+        yield in_order()
     finally:
         pool.shutdown(cancel_futures=True)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import keras
 import numpy as np
-import tensorflow as tf
+from tqdm import tqdm
 
 from . import artifacts, calibration, plots
-from .decoding import decode_images
+from .decoding import decode_chunks
 from .folders import index_tree
 from .prediction import predict_probabilities
 from .settings import Setting
@@ -51,6 +50,66 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> list[float | None]
     return [float(n / d) if d else None for n, d in zip(numerator, denominator)]
 
 
+KERAS_EPSILON = 1e-7  # keras.config.epsilon(): how far Keras' cross-entropy clips probabilities from 0 and 1
+
+
+def confusion_matrix(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(K, K)`` int64 counts: row = true class, column = predicted class, for ``(N,)`` int labels."""
+    return np.bincount(true * num_classes + predicted, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes)
+
+
+def cross_entropy(probabilities: np.ndarray, true: np.ndarray) -> float:
+    """Mean categorical cross-entropy (nats), as ``keras.losses.categorical_crossentropy`` computes it on
+    ``(N, K)`` softmax outputs: rows renormalised, clipped to ``[1e-7, 1 - 1e-7]``; 0.0 for no images."""
+    if len(true) == 0:
+        return 0.0
+    p = np.asarray(probabilities, dtype=np.float64)
+    p = np.clip(p / p.sum(axis=1, keepdims=True), KERAS_EPSILON, 1 - KERAS_EPSILON)
+    return float(-np.log(p[np.arange(len(true)), true]).mean())
+
+
+@dataclass
+class Mistakes:
+    """The most confident wrong predictions so far (at most ``limit``), most confident first."""
+
+    images: np.ndarray  # (M, H, W, C) uint8
+    true: np.ndarray  # (M,) int labels
+    predicted: np.ndarray
+    confidence: np.ndarray  # (M,) top probability
+    order: np.ndarray  # (M,) position in the test tree: ties keep the tree's order
+
+    def add(self, images, true, probabilities, order, limit: int) -> "Mistakes":
+        """These plus the wrong ones among ``images``, cut to the ``limit`` most confident."""
+        predicted = probabilities.argmax(axis=1)
+        wrong = predicted != true
+        merged = [np.concatenate([mine, theirs[wrong]]) for mine, theirs in
+                  zip((self.images, self.true, self.predicted, self.confidence, self.order),
+                      (images, true, predicted, probabilities.max(axis=1), order))]
+        best = np.lexsort((merged[4], -merged[3]))[:limit]
+        return Mistakes(*(m[best] for m in merged))
+
+
+def _predict_tree(model, index, setting: Setting, progress: bool):
+    """Probabilities of every readable file of ``index``, chunk by chunk: ``(probabilities, kept, failed,
+    mistakes)``. Only the images of the most confident mistakes are kept, so memory stays bounded."""
+    h, w, c = setting.input_shape
+    mistakes = Mistakes(np.zeros((0, h, w, c), np.uint8), *(np.zeros(0, t) for t in (np.int64, np.int64,
+                                                                                     np.float32, np.int64)))
+    parts, kept, failed = [np.zeros((0, len(index.class_names)), np.float32)], [np.zeros(0, np.int64)], []
+    with tqdm(total=len(index), desc="test images", unit="img", disable=not progress) as bar, \
+            decode_chunks(index.paths, setting) as chunks:
+        for chunk in chunks:
+            probabilities = predict_probabilities(model, chunk.images)
+            mistakes = mistakes.add(chunk.images, index.labels[chunk.kept], probabilities, chunk.kept,
+                                    plots.MISCLASSIFIED_SHOWN)
+            parts.append(probabilities)
+            kept.append(chunk.kept)
+            failed.extend(chunk.failed)
+            bar.update(len(chunk.images) + len(chunk.failed))
+    return np.concatenate(parts), np.concatenate(kept), sorted(failed), mistakes
+
+
 def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
     """Evaluate the best checkpoint of ``setting.model_path`` on every image of ``setting.test_path``.
 
@@ -70,28 +129,24 @@ def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
     artifacts.ensure_writable(model_dir)
     model, setting, class_names = artifacts.load_trained_model(model_dir, setting)
     index = index_tree(root, class_names, require_all=False)
-    decoded = decode_images(index.paths, setting, progress, "test images")
-    true = index.labels[decoded.kept]
-    probabilities = predict_probabilities(model, decoded.images, progress)
+    probabilities, kept, failed, mistakes = _predict_tree(model, index, setting, progress)
+    true = index.labels[kept]
     predicted = probabilities.argmax(axis=1)
-    num_classes = len(class_names)
-    loss = float(np.mean(keras.losses.categorical_crossentropy(np.eye(num_classes)[true], probabilities)))
-    confusion = tf.math.confusion_matrix(true, predicted, num_classes=num_classes).numpy()
-    diagonal = np.diag(confusion)
+    confusion = confusion_matrix(true, predicted, len(class_names))
     counts = index.class_counts()
-    recall = _ratio(diagonal, confusion.sum(axis=1))
+    recall = _ratio(np.diag(confusion), confusion.sum(axis=1))
     report = EvaluationReport(
         test_dir=str(root),
         images=int(len(true)),
-        loss=loss,
+        loss=cross_entropy(probabilities, true),
         accuracy=float(np.mean(predicted == true)),
         balanced_accuracy=float(np.mean([r for r in recall if r is not None])),
         class_names=class_names,
         support=[int(n) for n in confusion.sum(axis=1)],
-        precision=_ratio(diagonal, confusion.sum(axis=0)),
+        precision=_ratio(np.diag(confusion), confusion.sum(axis=0)),
         recall=recall,
         confusion=confusion.tolist(),
-        skipped=[list(item) for item in decoded.failed],
+        skipped=[list(item) for item in failed],
         missing_classes=[name for name in class_names if counts.get(name, 0) == 0],
         figures=[],
     )
@@ -104,13 +159,12 @@ def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
         curves = {"softmax": (*calibration.reliability(probabilities, true), report.ece),
                   f"temperature {report.temperature:.3g}": (*calibration.reliability(calibrated, true),
                                                             report.ece_calibrated)}
-    wrong = np.flatnonzero(predicted != true)
-    wrong = wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")]  # most confident mistakes first
+    wrong_count = int(np.sum(predicted != true))
     report.figures = [
         str(plots.confusion_matrix(report.confusion, class_names, model_dir / plots.CONFUSION_MATRIX)),
-        str(plots.misclassified(decoded.images[wrong], [class_names[i] for i in true[wrong]],
-                                [class_names[i] for i in predicted[wrong]], probabilities[wrong].max(axis=1),
-                                model_dir / plots.MISCLASSIFIED)),
+        str(plots.misclassified(mistakes.images, [class_names[i] for i in mistakes.true],
+                                [class_names[i] for i in mistakes.predicted], mistakes.confidence,
+                                model_dir / plots.MISCLASSIFIED, total=wrong_count)),
     ]
     if curves:
         report.figures.append(str(plots.reliability_diagram(curves, model_dir / plots.RELIABILITY)))

@@ -6,9 +6,10 @@ and both hold out the same validation files (see :mod:`mnist_folders.folders`).
 
 - ``tfdata`` (default): every file is decoded once, in parallel, into a uint8
   array held in memory (``N * H * W * C`` bytes: 47 MB for MNIST's 60,000
-  images); a ``tf.data`` pipeline reshuffles it each epoch (an order that
-  depends on the seed and the epoch number only), batches, rescales and
-  prefetches.
+  images), or a file on disk, or only checked and decoded again per batch
+  (the ``cache`` setting, :mod:`mnist_folders.image_cache`); a ``tf.data``
+  pipeline reshuffles it each epoch (an order that depends on the seed and
+  the epoch number only), batches, rescales and prefetches.
 - ``idg``: the classic ``ImageDataGenerator(rescale=1/255,
   validation_split=...)`` with ``flow_from_directory(subset=...)``, which
   re-reads and decodes every file every epoch.
@@ -26,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from .decoding import decode_images
+from .image_cache import CACHE_DIR, ImageRows, choose_mode, decode_rows
 from .errors import DatasetError
 from .folders import FolderIndex, index_tree
 from .images import SCALE, scale
@@ -44,6 +46,7 @@ class TrainingData:
     failed: list[tuple[str, str]] = field(default_factory=list)
     # Called with the 0-based epoch before each epoch (the tfdata shuffle order depends on it).
     set_epoch: Callable[[int], Any] | None = None
+    cache_note: str = ""  # where the decoded images are kept, and why (tfdata)
 
     @property
     def train_count(self) -> int:
@@ -72,32 +75,73 @@ def augmenter(setting: Setting) -> keras.Sequential:
     return keras.Sequential(steps, name="augmentation")
 
 
-def _decoded_split(setting: Setting, index: FolderIndex, progress: bool):
-    """Decode the training files and hold out validation: ``(train_x, train_y, val_x, val_y, failed)``.
+def reseed_augmentation(augment: keras.Sequential, seed: int, epoch: int) -> None:
+    """Set each random layer's generator to a state of ``(seed, epoch, layer)`` only.
+
+    A Keras random layer draws from its ``SeedGenerator`` state, which
+    advances with every batch; restarting it per epoch makes an epoch's
+    transforms independent of what ran before (a resumed run repeats them).
+    """
+    for position, layer in enumerate(augment.layers):
+        generator = getattr(layer, "generator", None)
+        if generator is not None:
+            generator.state.assign(np.array([seed, epoch * 16 + position], dtype=np.int64))
+
+
+@dataclass
+class _Split:
+    """The training and validation rows: ``train.rows(train_rows)`` are the training images, labels ``train_y``."""
+
+    train: ImageRows
+    train_rows: np.ndarray
+    train_y: np.ndarray
+    val: ImageRows
+    val_rows: np.ndarray
+    val_y: np.ndarray
+    failed: list[tuple[str, str]]
+
+
+def _decoded_split(setting: Setting, index: FolderIndex, mode: str, progress: bool) -> _Split:
+    """Decode the training files for cache ``mode`` and hold out validation.
 
     Validation is ``setting.val_path``'s tree when set, else
-    ``setting.validation_split`` of each class (see :meth:`FolderIndex.split`).
-    ``*_x`` are ``(N, H, W, C)`` uint8, ``*_y`` ``(N,)`` int labels.
+    ``setting.validation_split`` of each class of the readable files (see
+    :meth:`FolderIndex.split`).
     """
-    decoded = decode_images(index.paths, setting, progress, "decode")
+    folder = setting.model_path / CACHE_DIR
+    decoded = decode_rows(index.paths, setting, mode, folder, progress, "decode")
     readable = index.subset(decoded.kept)
     if setting.val_path is not None:
         val_index = index_tree(setting.val_path, index.class_names, require_all=False)
-        val = decode_images(val_index.paths, setting, progress, "decode validation")
-        return (decoded.images, readable.labels, val.images, val_index.labels[val.kept],
-                sorted(decoded.failed + val.failed))
+        val = decode_rows(val_index.paths, setting, mode, folder, progress, "decode validation")
+        return _Split(decoded, np.arange(decoded.count), readable.labels, val, np.arange(val.count),
+                      val_index.labels[val.kept], sorted(decoded.failed + val.failed))
     train_idx, val_idx = readable.split(setting.validation_split, setting.split_order, setting.seed)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise DatasetError(
             f"{index.root}: {len(readable)} readable images are too few for validation_split={setting.validation_split}"
         )
-    return (decoded.images[train_idx], readable.labels[train_idx], decoded.images[val_idx],
-            readable.labels[val_idx], decoded.failed)
+    return _Split(decoded, train_idx, readable.labels[train_idx], decoded, val_idx, readable.labels[val_idx],
+                  decoded.failed)
+
+
+def _row_loader(rows: ImageRows, positions_to_rows: np.ndarray, shape: tuple[int, int, int]):
+    """A tf.data map function: a batch of positions -> ``(batch, H, W, C)`` uint8 read from ``rows``."""
+
+    def load(positions: tf.Tensor) -> tf.Tensor:
+        images = tf.numpy_function(lambda p: rows.rows(positions_to_rows[p]), [positions], tf.uint8, stateful=False)
+        images.set_shape((None, *shape))
+        return images
+
+    return load
 
 
 def tfdata_training(setting: Setting, index: FolderIndex, progress: bool = True) -> TrainingData:
-    """The ``tfdata`` pipeline: decode once, keep in memory, reshuffle (and augment) every epoch."""
-    train_x, train_y, val_x, val_y, failed = _decoded_split(setting, index, progress)
+    """The ``tfdata`` pipeline: decode once (into memory, a file, or only to check), reshuffle (and augment)
+    every epoch; see :mod:`mnist_folders.image_cache` for the ``cache`` modes."""
+    mode, why = choose_mode(setting, len(index))
+    split = _decoded_split(setting, index, mode, progress)
+    train_y, val_y = split.train_y, split.val_y
     num_classes = len(index.class_names)
     augment = augmenter(setting) if setting.augments else None
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -105,11 +149,18 @@ def tfdata_training(setting: Setting, index: FolderIndex, progress: bool = True)
     def finish(ds: tf.data.Dataset, training: bool) -> tf.data.Dataset:
         ds = ds.map(lambda x, y: (scale(x), y), num_parallel_calls=tf.data.AUTOTUNE)
         if training and augment is not None:
-            ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+            # One batch at a time: the layers' random state is taken in batch order, so the
+            # transforms are a function of (seed, epoch, batch), the same in every cache mode and on resume.
+            ds = ds.map(lambda x, y: (augment(x, training=True), y))
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    train_images = tf.constant(train_x)
+    def set_epoch(number: int) -> None:
+        epoch.assign(number)
+        if augment is not None:
+            reseed_augmentation(augment, setting.seed, number)
+
     train_targets = tf.constant(_one_hot(train_y, num_classes))
+    val_targets = _one_hot(val_y, num_classes)
     seed = tf.constant(setting.seed, tf.int64)
 
     def epoch_order(_: tf.Tensor) -> tf.Tensor:
@@ -118,17 +169,27 @@ def tfdata_training(setting: Setting, index: FolderIndex, progress: bool = True)
         return tf.random.experimental.stateless_shuffle(tf.range(len(train_y)), seed=tf.stack([seed, epoch]))
 
     steps = -(-len(train_y) // setting.batch_size)
-    train = (
+    positions = (
         tf.data.Dataset.from_tensors(0)
         .map(epoch_order)
         .unbatch()
         .batch(setting.batch_size)
         .apply(tf.data.experimental.assert_cardinality(steps))  # lets Keras show "step k/steps"
-        .map(lambda idx: (tf.gather(train_images, idx), tf.gather(train_targets, idx)))
     )
-    validation = tf.data.Dataset.from_tensor_slices((val_x, _one_hot(val_y, num_classes))).batch(setting.batch_size)
+    if mode == "memory":
+        train_images = tf.constant(split.train.rows(split.train_rows))
+        train = positions.map(lambda idx: (tf.gather(train_images, idx), tf.gather(train_targets, idx)))
+        validation = tf.data.Dataset.from_tensor_slices((split.val.rows(split.val_rows), val_targets))
+        validation = validation.batch(setting.batch_size)
+    else:  # rows read (disk) or decoded (none) per batch, in parallel, in order
+        load_train = _row_loader(split.train, split.train_rows, setting.input_shape)
+        train = positions.map(lambda idx: (load_train(idx), tf.gather(train_targets, idx)),
+                              num_parallel_calls=tf.data.AUTOTUNE)
+        load_val, val_targets = _row_loader(split.val, split.val_rows, setting.input_shape), tf.constant(val_targets)
+        validation = tf.data.Dataset.range(len(val_y)).batch(setting.batch_size).map(
+            lambda idx: (load_val(idx), tf.gather(val_targets, idx)), num_parallel_calls=tf.data.AUTOTUNE)
     return TrainingData(finish(train, True), finish(validation, False), train_y, len(val_y),
-                        steps, failed, set_epoch=epoch.assign)
+                        steps, split.failed, set_epoch=set_epoch, cache_note=why)
 
 
 def idg_training(setting: Setting, index: FolderIndex, progress: bool = False) -> TrainingData:

@@ -23,6 +23,7 @@ CONFUSION_MATRIX = "confusion_matrix.png"
 MISCLASSIFIED = "misclassified.png"
 SAMPLES = "samples.png"
 RELIABILITY = "reliability_diagram.png"
+MISCLASSIFIED_SHOWN = 40  # images in misclassified.png, most confident mistakes first
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
@@ -118,11 +119,13 @@ def image_grid(images: np.ndarray, titles: Sequence[str], path: Path, columns: i
 
 
 def misclassified(images: np.ndarray, true: Sequence[str], predicted: Sequence[str], confidence: Sequence[float],
-                  path: Path, limit: int = 40) -> Path:
-    """Up to ``limit`` wrongly classified images titled ``true -> predicted (confidence)``, in the order given."""
+                  path: Path, limit: int = MISCLASSIFIED_SHOWN, total: int | None = None) -> Path:
+    """Up to ``limit`` wrongly classified images titled ``true -> predicted (confidence)``, in the order given;
+    ``total``: how many were wrong in all (default ``len(images)``)."""
     titles = [f"{t} -> {p} ({c:.0%})" for t, p, c in zip(true, predicted, confidence)][:limit]
     shown = min(limit, len(images))
-    return image_grid(images[:limit], titles, path, title=f"misclassified test images ({shown} of {len(images)})")
+    total = len(images) if total is None else total
+    return image_grid(images[:limit], titles, path, title=f"misclassified test images ({shown} of {total})")
 
 
 def samples_per_class(images: np.ndarray, labels: np.ndarray, path: Path, per_class: int = 10) -> Path:

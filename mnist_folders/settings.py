@@ -34,6 +34,8 @@ PIPELINES = ("tfdata", "idg")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 INVERT = ("auto", "true", "false")
 RUNTIMES = ("auto", "keras", "onnx", "tflite", "tflite_int8")
+CACHE_MODES = ("auto", "memory", "disk", "none")  # mnist_folders.image_cache
+STRATEGIES = ("auto", "one_device", "mirrored")  # mnist_folders.distribute
 CLASS_WEIGHTS = ("auto", "none", "balanced")
 SPLIT_ORDERS = ("shuffled", "sorted")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
@@ -231,6 +233,12 @@ class Setting:
     seed: int = option(1337, "seeds Python, NumPy, TensorFlow and the shuffles", "system", low=0, high=2**31 - 1)
     pipeline: str = option("tfdata", "tfdata (decode once, in memory) or idg (ImageDataGenerator)", "system",
                            choices=PIPELINES)
+    cache: str = option("auto", "tfdata: where decoded training images stay between epochs: memory, disk (a file "
+                        "under <model_dir>/.cache, removed after training), none (decoded again per batch); auto: "
+                        "memory up to a quarter of the available memory, else disk", "system", choices=CACHE_MODES)
+    strategy: str = option("auto", "tf.distribute strategy: one_device, mirrored (every local GPU; two logical "
+                           "CPU devices without GPUs); auto: mirrored with 2 or more GPUs", "system",
+                           choices=STRATEGIES)
     dtype_policy: str | None = option(None, "Keras dtype policy: float32, mixed_bfloat16, or auto (bfloat16 "
                                       "on CPUs with AVX-512 BF16 or AMX)", "system", "str",
                                       choices=DTYPE_POLICIES, model_default=True)

@@ -12,9 +12,11 @@ import numpy as np
 
 from . import artifacts, calibration, dtype_policy, locking, plots, schedules
 from .callbacks import EpochCheckpoint, StopRule, training_callbacks
-from .decoding import decode_images
+from .decoding import decode_chunks, decode_images
+from .distribute import strategy_for
 from .errors import CheckpointError, DatasetError, TrainingError
 from .folders import FolderIndex, find_class_names, index_tree
+from .image_cache import remove_cache
 from .images import is_colour, lighter_borders
 from .models import build_model
 from .names import display
@@ -27,6 +29,9 @@ from .settings import Setting, options
 RESUME_FIXED = ("model", "backbone_weights", "init_from", "image_height", "image_width", "color_mode",
                 "resize_method", "class_names", "batch_size", "label_smoothing", "validation_split", "split_order",
                 "val_dir", "seed", "pipeline", "dtype_policy")
+
+
+CALIBRATION_IMAGES = 10_000  # validation images the softmax temperature is fitted on, at most
 
 
 @dataclass
@@ -66,16 +71,26 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
         TrainingError: the loss became NaN or infinite (the last good
             checkpoint is kept).
     """
+    strategy, placement = strategy_for(setting)  # first: logical devices must precede the runtime's start
     model_dir = setting.model_path
     index = prepare_index(setting, log)
     artifacts.ensure_writable(model_dir)
+    if strategy.num_replicas_in_sync > 1:
+        log(f"training {placement}; each batch is split across the replicas")
     with locking.training_lock(model_dir):
-        return _train_locked(setting, index, resume, verbose, log, progress, strict)
+        with strategy.scope():
+            result, setting, unreadable = _train_locked(setting, index, resume, verbose, log, progress, strict)
+        # Calibration: the softmax temperature of the best checkpoint, fitted on the validation images
+        # (outside the strategy: a plain forward pass).
+        if result.history:
+            log(calibrate(setting, index, unreadable))
+        return result
 
 
 def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: int | str, log,
-                  progress: bool, strict: bool) -> TrainResult:
-    """:func:`train`, holding the model directory's training lock."""
+                  progress: bool, strict: bool) -> tuple[TrainResult, Setting, list[tuple[str, str]]]:
+    """:func:`train`, holding the model directory's training lock: the result, the resolved Setting and the
+    unreadable files."""
     model_dir = setting.model_path
     if resume:  # what "auto" chose then stays chosen: the rules may have changed since
         setting = inherit_automatic(setting, artifacts.load_setting(model_dir))
@@ -98,6 +113,8 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     log(f"training on {data.train_count} images, validating on {data.validation_count} "
         f"(batch_size={setting.batch_size}, pipeline={setting.pipeline}, dtype_policy={policy}); "
         f"{describe_budget(setting)}")
+    if data.cache_note:
+        log(data.cache_note)
 
     workdir, promote_to = model_dir, None
     if resume:
@@ -141,20 +158,20 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
         raise TrainingError(f"{display(model_dir)}: training diverged (loss NaN or infinite in epoch "
                             f"{checkpoint.diverged}); {kept}. Lower learning_rate (now {setting.learning_rate:g})")
 
-    # Calibration: the softmax temperature of the best checkpoint, fitted on the validation images.
-    if checkpoint.history:
-        log(calibrate(setting, index, data.failed))
+    remove_cache(model_dir)  # the cache=disk file: kept only for a --resume after a kill
 
     # Report: the curves of every epoch so far.
     curves = plots.training_curves(checkpoint.history, model_dir / plots.TRAINING_CURVES) if checkpoint.history else None
-    return TrainResult(len(checkpoint.history) - initial_epoch, checkpoint.best, checkpoint.history, model_dir, curves)
+    result = TrainResult(len(checkpoint.history) - initial_epoch, checkpoint.best, checkpoint.history, model_dir, curves)
+    return result, setting, data.failed
 
 
 def calibrate(setting: Setting, index: FolderIndex, failed: list[tuple[str, str]]) -> str:
     """Fit the temperature of the best checkpoint on the validation images; write ``calibration.json``.
 
     The validation images are those training held out (``setting.val_path``,
-    or the same split of the readable files); see :mod:`mnist_folders.calibration`.
+    or the same split of the readable files; at most :data:`CALIBRATION_IMAGES`
+    of them, a seeded choice); see :mod:`mnist_folders.calibration`.
     Returns the line to log.
     """
     if setting.val_path is not None:
@@ -163,12 +180,18 @@ def calibrate(setting: Setting, index: FolderIndex, failed: list[tuple[str, str]
         unreadable = {path for path, _ in failed}
         readable = index.subset(np.array([i for i, p in enumerate(index.paths) if p not in unreadable], dtype=np.int64))
         held_out = readable.subset(readable.split(setting.validation_split, setting.split_order, setting.seed)[1])
+    if len(held_out) > CALIBRATION_IMAGES:  # plenty for one parameter; bounds the time on large datasets
+        chosen = np.random.default_rng(setting.seed).choice(len(held_out), CALIBRATION_IMAGES, replace=False)
+        held_out = held_out.subset(np.sort(chosen))
     model, _, _ = artifacts.load_trained_model(setting.model_path, setting)
-    decoded = decode_images(held_out.paths, setting)
-    labels = held_out.labels[decoded.kept]
+    parts, labels = [np.zeros((0, len(index.class_names)), dtype=np.float32)], [np.zeros(0, dtype=np.int64)]
+    with decode_chunks(held_out.paths, setting) as chunks:  # chunk by chunk: memory stays bounded
+        for chunk in chunks:
+            parts.append(predict_probabilities(model, chunk.images))
+            labels.append(held_out.labels[chunk.kept])
+    probabilities, labels = np.concatenate(parts), np.concatenate(labels)
     if len(labels) == 0:
         return "calibration: no readable validation images; softmax temperature left at 1"
-    probabilities = predict_probabilities(model, decoded.images)
     temperature = calibration.fit_temperature(probabilities, labels)
     calibrated = calibration.apply_temperature(probabilities, temperature)
     report = {

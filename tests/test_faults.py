@@ -43,13 +43,18 @@ def test_killed_training_resumes_like_an_uninterrupted_run(moment, small_data, t
             "--epochs", str(EPOCHS), "--model", "cnn_64_128_256", "--quiet"]
     # mid-epoch: after batch 10 of epoch 2; epoch-boundary: once epoch 2's history row is written but
     # before its last.keras (the epoch's commit point), so the resume must drop that row.
+    # The mid-epoch case also switches the image cache: killed reading a disk cache, resumed decoding
+    # per batch (cache=none); trained_model held the images in memory. The batches must not differ.
     point = "2:10" if moment == "mid-epoch" else "2:history"
-    killed = run_cli(*args, check=False, env={"MNIST_FOLDERS_KILL_AT": point})
+    caches = ("disk", "none") if moment == "mid-epoch" else ("auto", "auto")
+    killed = run_cli(*args, "--cache", caches[0], check=False, env={"MNIST_FOLDERS_KILL_AT": point})
     assert killed.returncode == -9
     assert len(_history(model_dir)) == (1 if moment == "mid-epoch" else 2)
-    result = run_cli(*args, "--resume")
+    if caches[0] == "disk":  # kept for the resume: one file of 28x28 rows per readable image
+        assert [p.stat().st_size for p in (model_dir / ".cache").glob("*.u8")] == [5000 * 28 * 28]
+    result = run_cli(*args, "--resume", "--cache", caches[1])
     assert f"resuming after epoch 1 of {EPOCHS}" in result.stdout
-    assert not [p for p in model_dir.iterdir() if p.suffix == ".tmp"]
+    assert not [p for p in model_dir.iterdir() if p.suffix == ".tmp"] and not (model_dir / ".cache").exists()
     _same_training(trained_model, model_dir)  # trained_model: the same settings, never interrupted
 
 
