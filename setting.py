@@ -58,7 +58,7 @@ min_confidence    0.0                                            predict: a top 
 seed              1337                                           seeds Python, NumPy, TensorFlow and the shuffles [[0, 2147483647]]
 pipeline          tfdata                                         tfdata (decode once, in memory) or idg (ImageDataGenerator) [tfdata, idg]
 cache             auto                                           tfdata: where decoded training images stay between epochs: memory, disk (a file under <model_dir>/.cache, removed after training), none (decoded again per batch); auto: memory up to a quarter of the available memory, else disk [auto, memory, disk, none]
-strategy          auto                                           tf.distribute strategy: one_device, mirrored (every local GPU; two logical CPU devices without GPUs); auto: mirrored with 2 or more GPUs [auto, one_device, mirrored]
+strategy          auto                                           tf.distribute strategy: one_device, mirrored (every local GPU; two logical CPU devices without GPUs), multi_worker (the processes TF_CONFIG lists); auto: multi_worker under such a TF_CONFIG, else mirrored with 2 or more GPUs [auto, one_device, mirrored, multi_worker]
 dtype_policy      model's own (auto for the reference model)     Keras dtype policy: float32, mixed_bfloat16, or auto (bfloat16 on CPUs with AVX-512 BF16 or AMX) [auto, float32, mixed_bfloat16]
 ================  =============================================  ========================================
 .. settings-table:end

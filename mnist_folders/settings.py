@@ -35,7 +35,7 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd")
 INVERT = ("auto", "true", "false")
 RUNTIMES = ("auto", "keras", "onnx", "tflite", "tflite_int8")
 CACHE_MODES = ("auto", "memory", "disk", "none")  # mnist_folders.image_cache
-STRATEGIES = ("auto", "one_device", "mirrored")  # mnist_folders.distribute
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # mnist_folders.distribute
 CLASS_WEIGHTS = ("auto", "none", "balanced")
 SPLIT_ORDERS = ("shuffled", "sorted")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
@@ -237,7 +237,8 @@ class Setting:
                         "under <model_dir>/.cache, removed after training), none (decoded again per batch); auto: "
                         "memory up to a quarter of the available memory, else disk", "system", choices=CACHE_MODES)
     strategy: str = option("auto", "tf.distribute strategy: one_device, mirrored (every local GPU; two logical "
-                           "CPU devices without GPUs); auto: mirrored with 2 or more GPUs", "system",
+                           "CPU devices without GPUs), multi_worker (the processes TF_CONFIG lists); auto: "
+                           "multi_worker under such a TF_CONFIG, else mirrored with 2 or more GPUs", "system",
                            choices=STRATEGIES)
     dtype_policy: str | None = option(None, "Keras dtype policy: float32, mixed_bfloat16, or auto (bfloat16 "
                                       "on CPUs with AVX-512 BF16 or AMX)", "system", "str",

@@ -4,16 +4,19 @@
 callbacks, ``fit``, report. The helpers below hold the details.
 """
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from . import artifacts, calibration, dtype_policy, locking, plots, schedules
+from . import artifacts, calibration, dtype_policy, locking, multi_worker, plots, schedules
 from .callbacks import EpochCheckpoint, StopRule, training_callbacks
 from .decoding import decode_chunks, decode_images
 from .distribute import strategy_for
+from .multi_worker import Role
 from .errors import CheckpointError, DatasetError, TrainingError
 from .folders import FolderIndex, find_class_names, index_tree
 from .image_cache import remove_cache
@@ -71,15 +74,25 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
         TrainingError: the loss became NaN or infinite (the last good
             checkpoint is kept).
     """
-    strategy, placement = strategy_for(setting)  # first: logical devices must precede the runtime's start
+    strategy, placement, role = strategy_for(setting)  # first: devices must be set before the runtime starts
     model_dir = setting.model_path
     index = prepare_index(setting, log)
     artifacts.ensure_writable(model_dir)
     if strategy.num_replicas_in_sync > 1:
         log(f"training {placement}; each batch is split across the replicas")
+    if role is not None and not role.chief:
+        # A worker other than the chief reads the shared model directory (to resume) and writes its own
+        # checkpoints into a temporary folder, removed at the end: only the chief's files are kept.
+        scratch = multi_worker.scratch_folder(model_dir, role)
+        try:
+            with strategy.scope():
+                return _train_locked(setting, index, resume, verbose, log, progress, strict, (role, scratch))[0]
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     with locking.training_lock(model_dir):
         with strategy.scope():
-            result, setting, unreadable = _train_locked(setting, index, resume, verbose, log, progress, strict)
+            result, setting, unreadable = _train_locked(setting, index, resume, verbose, log, progress, strict,
+                                                        (role, None))
         # Calibration: the softmax temperature of the best checkpoint, fitted on the validation images
         # (outside the strategy: a plain forward pass).
         if result.history:
@@ -88,9 +101,11 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
 
 
 def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: int | str, log,
-                  progress: bool, strict: bool) -> tuple[TrainResult, Setting, list[tuple[str, str]]]:
+                  progress: bool, strict: bool, worker: tuple[Role | None, Path | None] = (None, None),
+                  ) -> tuple[TrainResult, Setting, list[tuple[str, str]]]:
     """:func:`train`, holding the model directory's training lock: the result, the resolved Setting and the
-    unreadable files."""
+    unreadable files. ``worker``: the multi-worker role, and the scratch folder a non-chief writes to."""
+    role, scratch = worker
     model_dir = setting.model_path
     if resume:  # what "auto" chose then stays chosen: the rules may have changed since
         setting = inherit_automatic(setting, artifacts.load_setting(model_dir))
@@ -123,8 +138,10 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
         log(f"resuming after epoch {initial_epoch} of {limit} (best val_accuracy so far: {best})")
     else:
         initial_epoch, history, best = 0, [], None
-        workdir = artifacts.workspace_for_fresh_run(model_dir)
-        promote_to = model_dir if workdir != model_dir else None
+        workdir = scratch or artifacts.workspace_for_fresh_run(model_dir)
+        promote_to = model_dir if workdir not in (model_dir, scratch) else None
+    if scratch is not None:
+        workdir = scratch
     artifacts.save_metadata(workdir, setting, index.class_names)
     artifacts.write_json(workdir / artifacts.DATASET, dataset_summary(setting, index, data))
 
@@ -141,6 +158,10 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     finished = schedules.should_stop(setting, history)
     if finished:
         log(f"already finished: {finished}")
+    elif initial_epoch < schedules.epoch_limit(setting) and role is not None:
+        multi_worker.fit(tf.distribute.get_strategy(), role, model, data.train, data.validation, data.steps_per_epoch,
+                         schedules.epoch_limit(setting), initial_epoch, callbacks, setting.label_smoothing,
+                         class_weight, log)
     elif initial_epoch < schedules.epoch_limit(setting):
         model.fit(
             data.train,
@@ -158,6 +179,9 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
         raise TrainingError(f"{display(model_dir)}: training diverged (loss NaN or infinite in epoch "
                             f"{checkpoint.diverged}); {kept}. Lower learning_rate (now {setting.learning_rate:g})")
 
+    if scratch is not None:  # not the chief: its files are thrown away
+        return TrainResult(len(checkpoint.history) - initial_epoch, checkpoint.best, checkpoint.history, model_dir), \
+            setting, data.failed
     remove_cache(model_dir)  # the cache=disk file: kept only for a --resume after a kill
 
     # Report: the curves of every epoch so far.
