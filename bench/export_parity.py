@@ -81,7 +81,7 @@ def main() -> None:
             speed.append(f"| {count:,} | {t['keras']:.2f} | {t['onnx']:.2f} | {t['tflite']:.2f} "
                          f"| {t['keras'] / t['onnx']:.1f}x | {t['keras'] / t['tflite']:.1f}x |")
     text = "\n".join([
-        f"{machine}; float32 GEMM {gflops:.0f} GFLOP/s in this run",
+        f"float32 GEMM {gflops:.0f} GFLOP/s in this run",
         "", f"Against Keras as predict runs it (dtype policy {setting.dtype_policy}):", "", trained,
         "", "Against Keras in float32 (the exports' arithmetic):", "", float32,
         "", "`--mode predict`, process start included (median of {} runs):".format(args.repeats), "",

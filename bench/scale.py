@@ -127,7 +127,7 @@ def main() -> int:
                     f"| one_device | {one[1]:,.0f} | 1.00x | {one[2]:.0f} |",
                     f"| mirrored (2 logical CPUs) | {mirrored[1]:,.0f} | {mirrored[1] / one[1]:.2f}x | {mirrored[2]:.0f} |",
                     f"| multi_worker (2 processes) | {workers[0]:,.0f} | {workers[0] / one[1]:.2f}x | {workers[1]:.0f} |"]
-    text = "\n".join([f"{machine}; float32 GEMM {gflops:.0f} GFLOP/s in this run", "",
+    text = "\n".join([f"float32 GEMM {gflops:.0f} GFLOP/s in this run", "",
                       f"`--mode train --epochs 1`, cnn_fast, {SIZE}x{SIZE} RGB PNG:", "", *lines, "",
                       f"One epoch of cnn_64_128_256 (float32) on {args.mw_images:,} MNIST images:", "", *strategy])
     save("scale", machine, text, {"gflops": gflops, **data})
