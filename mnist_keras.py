@@ -132,8 +132,8 @@ def predict_mode(setting, args: argparse.Namespace, chosen: dict, progress: bool
         predictor = load_predictor(setting)
         print(f"watching {display(setting.predict_path)} with {predictor.source} ({predictor.runtime}); "
               "Ctrl-C or SIGTERM stops", flush=True)
-        state = watch(setting, predictor, args.output, args.sort_into,
-                      log=lambda line: print(line, flush=True))
+        state = watch(setting, predictor, args.output, args.sort_into, log=lambda line: print(line, flush=True),
+                      warn=lambda line: print(line, file=sys.stderr, flush=True))  # as batch predict lists them
         print(f"stopped: {state.predicted} predicted, {len(state.skipped)} skipped")
         return cli.EXIT_OK
     run = predict(setting, args.output, progress)

@@ -126,7 +126,7 @@ def ready_files(folder: Path, state: WatchState, now: float, settle: float) -> l
 
 
 def watch(setting: Setting, predictor: Predictor, output: Path | None = None, sort_into: Path | None = None,
-          log=print, poll: float = POLL_SECONDS, settle: float = SETTLE_SECONDS,
+          log=print, warn=print, poll: float = POLL_SECONDS, settle: float = SETTLE_SECONDS,
           stop: threading.Event | None = None) -> WatchState:
     """Predict the images of ``setting.predict_path`` as they arrive, until SIGTERM, Ctrl-C or ``stop``.
 
@@ -135,7 +135,8 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
         predictor: the model (:func:`mnist_folders.prediction.load_predictor`).
         output: the CSV appended to; default ``<model_dir>/predictions.csv``.
         sort_into: also copy each image into ``sort_into/<class>/``.
-        log: one line per prediction (``path<TAB>class<TAB>confidence``) and per skipped file.
+        log: one line per prediction (``path<TAB>class<TAB>confidence``).
+        warn: one line per skipped file (``skipped <path>: <reason>``).
         poll: seconds between listings.
         settle: seconds a file's size and mtime must stay unchanged.
         stop: set it to stop (tests); the signal handlers set it too.
@@ -161,7 +162,7 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
                 bad = {i for i, _ in failed}
                 for i, reason in failed:
                     state.skipped[batch[i]] = reason
-                    log(f"skipped {display(batch[i])}: {reason}")
+                    warn(f"skipped {display(batch[i])}: {reason}")
                 keep = [i for i in range(len(batch)) if i not in bad]
                 if not keep:
                     continue

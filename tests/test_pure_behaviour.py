@@ -800,3 +800,35 @@ def test_to_dict_and_replace():
     assert other.seed == 6 and s.seed == 5
     with pytest.raises(SettingError):
         s.replace(seed=-1)
+
+
+# ---- evaluation metrics (NumPy only) ----
+
+def test_confusion_matrix_rows_are_true_classes_and_columns_predicted():
+    from mnist_folders.evaluation import confusion_matrix
+
+    matrix = confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), 4)
+    assert matrix.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
+
+
+def test_cross_entropy_is_keras_categorical_crossentropy():
+    from mnist_folders.evaluation import cross_entropy
+
+    p = np.array([[0.7, 0.2, 0.1], [0.0, 1.0, 0.0], [0.5, 0.25, 0.25]], dtype=np.float32)
+    expected = -(np.log(0.7) + np.log(1 - 1e-7) + np.log(0.25)) / 3  # 1.0 clipped to 1 - epsilon
+    assert cross_entropy(p, np.array([0, 1, 2])) == pytest.approx(expected, rel=1e-6)
+    assert cross_entropy(np.array([[1.0, 0.0]]), np.array([1])) == pytest.approx(-np.log(1e-7), rel=1e-6)
+    assert cross_entropy(np.zeros((0, 3)), np.zeros(0, dtype=int)) == 0.0
+
+
+def test_misclassified_keeps_the_most_confident_mistakes_across_chunks():
+    from mnist_folders.evaluation import Mistakes
+
+    kept = Mistakes(np.zeros((0, 1, 1, 1), np.uint8), *(np.zeros(0, t) for t in (np.int64, np.int64, np.float32,
+                                                                              np.int64)))
+    for start, confidences in ((0, [0.6, 0.9, 0.7]), (3, [0.95, 0.6, 0.8])):
+        probabilities = np.array([[c, 1 - c] for c in confidences], dtype=np.float32)  # every answer: class 0
+        images = np.arange(start, start + 3, dtype=np.uint8).reshape(3, 1, 1, 1)
+        kept = kept.add(images, np.array([1, 1, 1]), probabilities, np.arange(start, start + 3), limit=4)
+    assert kept.order.tolist() == [3, 1, 5, 2]  # the four most confident of six, most confident first
+    assert kept.images.ravel().tolist() == [3, 1, 5, 2] and kept.predicted.tolist() == [0, 0, 0, 0]

@@ -24,11 +24,11 @@ def _rows(path):
 
 
 def _stop(process):
-    """SIGTERM, then the process must end by itself with exit 0."""
+    """SIGTERM, then the process must end by itself with exit 0: ``(stdout, stderr)``."""
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
-    return out
+    return out, err
 
 
 @pytest.fixture()
@@ -67,16 +67,16 @@ def test_watch_predicts_each_arrival_once_and_survives_a_restart(exported, sourc
     (drop / "sub").mkdir()
     shutil.copy(sources[13][0], drop / "sub" / "nested.png")
     wait_for(lambda: len(rows()) == 14, watcher)
-    first_run = _stop(watcher)
-    assert "stopped: 14 predicted" in first_run
-    assert f"skipped {drop / 'notes.txt'}: not an image file Pillow can read" in first_run
+    out, err = _stop(watcher)
+    assert "stopped: 14 predicted" in out
+    assert err.splitlines().count(f"skipped {drop / 'notes.txt'}: not an image file Pillow can read") == 1
 
     # While stopped, one more; the restarted watcher predicts only that one.
     shutil.copy(sources[14][0], drop / "while_stopped.png")
     watcher = start_cli(*args)
     wait_for(lambda: len(rows()) == 15, watcher, timeout=120)
     time.sleep(1.0)  # time to predict anything twice, were it going to
-    assert "stopped: 1 predicted" in _stop(watcher)
+    assert "stopped: 1 predicted" in _stop(watcher)[0]
 
     watched = rows()
     names = [os.path.relpath(r[0], drop) for r in watched]
@@ -107,7 +107,7 @@ def test_a_partial_last_row_from_a_kill_is_dropped_and_predicted_again(exported,
     watcher = start_cli(CLI, "--mode", "predict", "--watch", "--model-dir", str(exported), "--input", str(drop),
                         "--output", str(out))
     wait_for(lambda: [len(r) for r in _rows(out)] == [7, 7], watcher, timeout=120)
-    assert "stopped: 1 predicted" in _stop(watcher)
+    assert "stopped: 1 predicted" in _stop(watcher)[0]
     rows = _rows(out)
     assert rows[0][:3] == [str(drop / "a.png"), "7", "0.9"]  # kept as it was: never predicted twice
     assert rows[1][0] == str(drop / "b.png") and len(rows[1]) == 7
