@@ -67,9 +67,9 @@ def test_watch_predicts_each_arrival_once_and_survives_a_restart(exported, sourc
     (drop / "sub").mkdir()
     shutil.copy(sources[13][0], drop / "sub" / "nested.png")
     wait_for(lambda: len(rows()) == 14, watcher)
-    out, err = _stop(watcher)
-    assert "stopped: 14 predicted" in out
-    assert err.splitlines().count(f"skipped {drop / 'notes.txt'}: not an image file Pillow can read") == 1
+    printed, warned = _stop(watcher)
+    assert "stopped: 14 predicted" in printed
+    assert warned.splitlines().count(f"skipped {drop / 'notes.txt'}: not an image file Pillow can read") == 1
 
     # While stopped, one more; the restarted watcher predicts only that one.
     shutil.copy(sources[14][0], drop / "while_stopped.png")
