@@ -29,6 +29,7 @@ Formats (the GUIDE's "Beyond MNIST" notes measured the routes):
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifacts, calibration
+from . import artifacts
 from .atomic import atomic_path, write_bytes, write_text
 from .errors import DatasetError
 from .images import SCALE
@@ -221,6 +222,24 @@ def _representative(setting: Setting, count: int):
     return generate
 
 
+def remove_stale_formats(folder: Path, digest: str, keep: tuple[str, ...]) -> None:
+    """Delete the formats not in ``keep`` when ``folder`` holds an export of other weights than ``digest``:
+    the new ``preprocessing.json`` must not vouch for them."""
+    try:
+        previous = json.loads((folder / PREPROCESSING).read_text(encoding="utf-8")).get("source_weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous == digest:
+        return
+    for name, file in FILES.items():
+        if name not in keep:
+            path = folder / file
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
 def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> ExportResult:
     """Write ``<model_dir>/export/``: the chosen ``formats``, ``labels.txt`` and ``preprocessing.json``.
 
@@ -253,16 +272,18 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
     signature = [tf.TensorSpec([None, h, w, c], tf.uint8, name="images")]
     files, seconds = {}, {}
 
+    remove_stale_formats(folder, digest, keep=formats)
+
     # The SavedModel comes first: the TFLite converters read it.
     started = time.perf_counter()
     staging = folder / f".{FILES['savedmodel']}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    archive = keras.export.ExportArchive()
-    archive.track(serving)
-    archive.add_endpoint("serve", lambda images: serving(images, training=False), input_signature=signature)
-    archive.add_endpoint("serve_bytes", _bytes_endpoint(serving, setting))
-    archive.write_out(str(staging), verbose=False)
-    if "savedmodel" in formats:
+    if {"savedmodel", "tflite", "tflite_int8"} & set(formats):
+        archive = keras.export.ExportArchive()
+        archive.track(serving)
+        archive.add_endpoint("serve", lambda images: serving(images, training=False), input_signature=signature)
+        archive.add_endpoint("serve_bytes", _bytes_endpoint(serving, setting))
+        archive.write_out(str(staging), verbose=False)
         seconds["savedmodel"] = time.perf_counter() - started
     try:
         for name in formats:

@@ -6,14 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
 from mnist_folders import artifacts, calibration, parity
-from mnist_folders.deploy import FORMATS
 
 CLI = str(REPO / "mnist_keras.py")
 FLOAT_FORMATS = ("savedmodel", "savedmodel_bytes", "tflite", "onnx")
