@@ -79,6 +79,11 @@ def test_a_stale_export_is_refused_or_passed_over(exported, small_data, tmp_path
     assert refused.stderr.strip().endswith("exported from an earlier training run of this model directory; "
                                            "run --mode export again")
     assert "(runtime keras)" in run_cli(*args).stdout  # auto: Keras instead
+    # Exporting one format again: the others, of the older weights, go rather than pass as current.
+    run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--format", "onnx")
+    assert sorted(p.name for p in (model_dir / "export").iterdir()) == ["labels.txt", "model.onnx",
+                                                                         "preprocessing.json"]
+    assert "(runtime onnx)" in run_cli(*args).stdout
 
 
 def test_an_export_with_another_inversion_rule_is_refused(exported, small_data):
