@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
 """Data beyond memory and training beyond one process, measured side by side in one run.
 
-1. The ``cache`` modes: peak RSS and training images/s of ``--mode train``
-   (one epoch) on generated RGB image folders (MNIST digits recoloured and
-   upscaled to 96x96 PNG) at 1x, 4x and 16x ``--base`` images, for
-   ``memory``, ``disk`` and ``none``. The decoded data grows 16x; the figure
-   that matters is how each mode's peak RSS grows with it.
-2. ``strategy``: one epoch of the reference model on ``--mw-images`` MNIST
+1. The ``cache`` modes on generated RGB folders (real MNIST digits recoloured
+   and upscaled to 96x96 PNG) at 1x, 4x and 16x ``--base`` images: peak RSS
+   and training images/s of epoch 2 (after the decoding and the first
+   epoch's tracing) of ``--mode train --epochs 2`` (``cnn_fast``, the
+   automatic model at this size), for ``memory``, ``disk`` and ``none``, and
+   the ``idg`` pipeline at 1x for comparison with ``none``.
+2. Larger than memory: ``--big`` images at 160x160x3 (16 GB decoded at the
+   default 210,000), one pass of the training pipeline (decode or cache,
+   then every batch of an epoch, scaled to float32, as ``fit`` receives
+   them) for ``disk`` and ``none``: peak RSS and images/s. The pipeline
+   alone: a model epoch over 16 GB of images takes hours on 2 cores.
+3. ``strategy``: one epoch of the reference model on ``--mw-images`` MNIST
    images with one process, ``mirrored`` over two logical CPU devices, and
    two ``multi_worker`` processes on loopback ports (on 2 shared cores no
    speed-up is expected: the point is what distribution costs).
 
 Peak RSS: the largest of the command's process and its worker processes
-(``ru_maxrss`` of the children, as bench/memory.py). Images/s: training
-images over the first epoch's wall seconds in ``history.csv`` (decoding and
-tracing are before it, validation is inside it).
+(``ru_maxrss`` of the children, as bench/memory.py).
 
-    python bench/scale.py [--base 3000] [--mw-images 10000]
+    python bench/scale.py [--base 3000] [--big 210000] [--mw-images 10000]
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,43 +44,79 @@ from memory import peak_rss_mb
 from own_data import _recolour
 
 CLI = str(REPO / "mnist_keras.py")
-SIZE = 96
 
 
-def build_tree(root: Path, count: int) -> None:
-    """``count`` RGB PNGs at 96x96 under ``root/train/<digit>/``: real MNIST digits, random colours."""
+def _write_part(root: str, size: int, start: int, stop: int) -> None:
     sys.path.insert(0, str(REPO))
     from mnist_folders.idx import load_split
 
     images, labels = load_split(REPO / "data" / "mnist", "train")
-    rng = np.random.default_rng(0)
-    for k in range(count):
+    rng = np.random.default_rng(start)
+    for k in range(start, stop):
         i = k % len(images)
-        folder = root / "train" / str(labels[i])
+        folder = Path(root) / "train" / str(labels[i])
         folder.mkdir(parents=True, exist_ok=True)
-        _recolour(images[i], rng, SIZE).save(folder / f"{k:06d}.png")
+        _recolour(images[i], rng, size).save(folder / f"{k:06d}.png")
 
 
-def first_epoch_rate(model_dir: Path) -> float:
-    """Training images per second of epoch 1 (history.csv and dataset.json)."""
+def build_tree(root: Path, count: int, size: int) -> None:
+    """``count`` RGB PNGs of ``size`` x ``size`` under ``root/train/<digit>/``, written by 2 processes."""
+    step = -(-count // 8)
+    with ProcessPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        list(pool.map(_write_part, *zip(*[(str(root), size, a, min(count, a + step))
+                                          for a in range(0, count, step)])))
+
+
+def epoch_rate(model_dir: Path, epoch: int) -> float:
+    """Training images per second of ``epoch`` (history.csv and dataset.json)."""
     with open(model_dir / "history.csv") as f:
-        seconds = float(next(csv.DictReader(f))["seconds"])
+        seconds = float(list(csv.DictReader(f))[epoch - 1]["seconds"])
     return json.loads((model_dir / "dataset.json").read_text())["train_images"] / seconds
 
 
-def train_once(data: Path, work: Path, flags: list[str], env: dict | None = None) -> tuple[float, float, float]:
-    """``(peak RSS MiB, images/s of epoch 1, wall seconds)`` of one ``--mode train --epochs 1``."""
+def train(data: Path, work: Path, flags: list[str], epochs: int = 2) -> tuple[float, float, float]:
+    """``(peak RSS MiB, images/s of the last epoch, wall seconds)`` of one ``--mode train``."""
     model_dir = Path(tempfile.mkdtemp(dir=work))
     started = time.perf_counter()
     rss = peak_rss_mb([sys.executable, CLI, "--mode", "train", "--data-dir", str(data), "--model-dir", str(model_dir),
-                       "--epochs", "1", "--quiet", *flags])
-    return rss, first_epoch_rate(model_dir), time.perf_counter() - started
+                       "--epochs", str(epochs), "--quiet", *flags])
+    return rss, epoch_rate(model_dir, epochs), time.perf_counter() - started
+
+
+PIPELINE_PASS = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from mnist_folders.folders import index_tree, find_class_names
+from mnist_folders.pipeline import training_data
+from mnist_folders.settings import Setting
+root, mode, work = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+setting = Setting(train_dir=str(root / "train"), model_dir=work, image_height={size}, image_width={size},
+                  color_mode="rgb", batch_size=256, cache=mode, model="cnn_fast", rotation_range=0.0,
+                  shift_range=0.0)
+started = time.perf_counter()
+data = training_data(setting, index_tree(root / "train", find_class_names(root / "train")), progress=False)
+ready = time.perf_counter()
+data.set_epoch(0)
+seen = sum(int(x.shape[0]) for x, _ in data.train)
+print(seen, ready - started, time.perf_counter() - ready)
+"""
+
+
+def pipeline_pass(data: Path, mode: str, work: Path, size: int) -> tuple[float, float, float]:
+    """``(peak RSS MiB, seconds to decode or cache, images/s of one epoch of batches)``."""
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], check=True, capture_output=True, "
+             "text=True); print(r.stdout.strip(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    code = PIPELINE_PASS.format(repo=str(REPO), size=size)
+    folder = tempfile.mkdtemp(dir=work)
+    out = subprocess.run([sys.executable, "-c", probe, sys.executable, "-c", code, str(data), mode, folder],
+                         capture_output=True, text=True, check=True).stdout.split()
+    seen, prepare, epoch, rss_kib = int(out[0]), float(out[1]), float(out[2]), int(out[3])
+    return rss_kib / 1024, prepare, seen / epoch
 
 
 def two_workers(data: Path, work: Path, flags: list[str]) -> tuple[float, float]:
     """``(images/s of epoch 1 on the chief, wall seconds)`` of two multi_worker processes on loopback ports."""
-    import os
-
     ports = []
     for _ in range(2):
         with socket.socket() as s:
@@ -91,46 +133,69 @@ def two_workers(data: Path, work: Path, flags: list[str]) -> tuple[float, float]
     for p in processes:
         if p.wait() != 0:
             raise RuntimeError(f"multi_worker process exited {p.returncode}")
-    return first_epoch_rate(model_dir), time.perf_counter() - started
+    return epoch_rate(model_dir, 1), time.perf_counter() - started
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=int, default=3000, help="images at 1x")
+    parser.add_argument("--base", type=int, default=3000, help="images at 1x (96x96)")
+    parser.add_argument("--big", type=int, default=210_000, help="images at 160x160 (0: skip)")
     parser.add_argument("--mw-images", type=int, default=10000)
+    parser.add_argument("--parts", default="cache,big,strategy")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     machine, gflops = machine_line(), sgemm_gflops()
-    data = {}
+    data, text = {"gflops": gflops}, [f"float32 GEMM {gflops:.0f} GFLOP/s in this run"]
     with tempfile.TemporaryDirectory(dir=REPO / "bench") as tmp:
         work = Path(tmp)
-        lines = ["| images (decoded) | cache | peak RSS (MiB) | images/s, epoch 1 | wall s (decode + train) |",
-                 "|---:|---|---:|---:|---:|"]
-        for factor in (1, 4, 16):
-            count = args.base * factor
-            tree = work / f"x{factor}"
-            build_tree(tree, count)
-            decoded = count * SIZE * SIZE * 3 / 2**30
-            for mode in ("memory", "disk", "none"):
-                rss, rate, wall = train_once(tree, work, ["--cache", mode, "--model", "cnn_fast"])
-                data[f"{factor}x/{mode}"] = {"images": count, "rss_mib": rss, "images_per_s": rate, "wall_s": wall}
-                lines.append(f"| {count:,} ({decoded:.2f} GiB) | {mode} | {rss:,.0f} | {rate:,.0f} | {wall:.0f} |")
-            print("\n".join(lines[-3:]), flush=True)
-        mnist = work / "mnist"
-        subprocess.run([sys.executable, str(REPO / "parse_mnist.py"), "--out", str(mnist), "--limit",
-                        str(args.mw_images), "--quiet"], check=True, capture_output=True)
-        flags = ["--model", "cnn_64_128_256", "--dtype-policy", "float32"]
-        one = train_once(mnist, work, [*flags, "--strategy", "one_device"])
-        mirrored = train_once(mnist, work, [*flags, "--strategy", "mirrored"])
-        workers = two_workers(mnist, work, flags)
-        data["strategy"] = {"one_device": one[1:], "mirrored": mirrored[1:], "multi_worker": workers}
-        strategy = ["| strategy | images/s, epoch 1 | vs one device | wall s |", "|---|---:|---:|---:|",
-                    f"| one_device | {one[1]:,.0f} | 1.00x | {one[2]:.0f} |",
-                    f"| mirrored (2 logical CPUs) | {mirrored[1]:,.0f} | {mirrored[1] / one[1]:.2f}x | {mirrored[2]:.0f} |",
-                    f"| multi_worker (2 processes) | {workers[0]:,.0f} | {workers[0] / one[1]:.2f}x | {workers[1]:.0f} |"]
-    text = "\n".join([f"float32 GEMM {gflops:.0f} GFLOP/s in this run", "",
-                      f"`--mode train --epochs 1`, cnn_fast, {SIZE}x{SIZE} RGB PNG:", "", *lines, "",
-                      f"One epoch of cnn_64_128_256 (float32) on {args.mw_images:,} MNIST images:", "", *strategy])
-    save("scale", machine, text, {"gflops": gflops, **data})
+        if "cache" in parts:
+            lines = ["| images (decoded) | pipeline / cache | peak RSS (MiB) | images/s, epoch 2 | vs memory "
+                     "| wall s |", "|---:|---|---:|---:|---:|---:|"]
+            for factor in (1, 4, 16):
+                count = args.base * factor
+                tree = work / f"x{factor}"
+                build_tree(tree, count, 96)
+                decoded = count * 96 * 96 * 3 / 2**30
+                runs = [("memory", ["--cache", "memory"]), ("disk", ["--cache", "disk"]),
+                        ("none", ["--cache", "none"])] + ([("idg", ["--pipeline", "idg"])] if factor == 1 else [])
+                rates = {}
+                for name, flags in runs:
+                    rss, rate, wall = train(tree, work, [*flags, "--model", "cnn_fast"])
+                    rates[name] = rate
+                    data[f"{factor}x/{name}"] = {"images": count, "rss_mib": rss, "images_per_s": rate, "wall_s": wall}
+                    lines.append(f"| {count:,} ({decoded:.2f} GiB) | {name} | {rss:,.0f} | {rate:,.0f} "
+                                 f"| {rate / rates['memory']:.2f}x | {wall:.0f} |")
+                    print(lines[-1], flush=True)
+            text += ["", "`--mode train --epochs 2`, cnn_fast, 96x96 RGB PNG (images/s of epoch 2):", "", *lines]
+        if "big" in parts and args.big:
+            tree = work / "big"
+            build_tree(tree, args.big, 160)
+            decoded = args.big * 160 * 160 * 3 / 2**30
+            lines = ["| images (decoded) | cache | peak RSS (MiB) | decode / cache s | images/s, one epoch of batches |",
+                     "|---:|---|---:|---:|---:|"]
+            for mode in ("disk", "none"):
+                rss, prepare, rate = pipeline_pass(tree, mode, work, 160)
+                data[f"big/{mode}"] = {"images": args.big, "rss_mib": rss, "prepare_s": prepare, "images_per_s": rate}
+                lines.append(f"| {args.big:,} ({decoded:.1f} GiB) | {mode} | {rss:,.0f} | {prepare:.0f} | {rate:,.0f} |")
+                print(lines[-1], flush=True)
+            text += ["", "The training pipeline alone, 160x160 RGB PNG, batch 256:", "", *lines]
+        if "strategy" in parts:
+            mnist = work / "mnist"
+            subprocess.run([sys.executable, str(REPO / "parse_mnist.py"), "--out", str(mnist), "--limit",
+                            str(args.mw_images), "--quiet"], check=True, capture_output=True)
+            flags = ["--model", "cnn_64_128_256", "--dtype-policy", "float32"]
+            one = train(mnist, work, [*flags, "--strategy", "one_device"], epochs=1)
+            mirrored = train(mnist, work, [*flags, "--strategy", "mirrored"], epochs=1)
+            workers = two_workers(mnist, work, flags)
+            data["strategy"] = {"one_device": one[1:], "mirrored": mirrored[1:], "multi_worker": workers}
+            text += ["", f"One epoch of cnn_64_128_256 (float32) on {args.mw_images:,} MNIST images:", "",
+                     "| strategy | images/s, epoch 1 | vs one device | wall s |", "|---|---:|---:|---:|",
+                     f"| one_device | {one[1]:,.0f} | 1.00x | {one[2]:.0f} |",
+                     f"| mirrored (2 logical CPUs) | {mirrored[1]:,.0f} | {mirrored[1] / one[1]:.2f}x "
+                     f"| {mirrored[2]:.0f} |",
+                     f"| multi_worker (2 processes) | {workers[0]:,.0f} | {workers[0] / one[1]:.2f}x "
+                     f"| {workers[1]:.0f} |"]
+    save("scale", machine, "\n".join(text), data)
     return 0
 
 

@@ -29,3 +29,5 @@ def test_idg_augments_training_but_not_validation(small_data):
     assert data.train.image_data_generator.rotation_range == 15.0
     assert data.validation.image_data_generator.rotation_range == 0
     assert data.validation.image_data_generator.width_shift_range == 0.0
+    x, _ = data.train[0]  # drawing a batch runs the random transforms (scipy.ndimage inside Keras)
+    assert x.shape == (128, 28, 28, 1) and 0.0 <= x.min() and x.max() <= 1.0
