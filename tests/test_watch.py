@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_cli, start_cli, wait_for
+from conftest import REPO, kill_group, run_cli, start_cli, wait_for
 
 CLI = str(REPO / "mnist_keras.py")
 
@@ -32,18 +32,33 @@ def _stop(process):
 
 
 @pytest.fixture()
+def started():
+    """Start watchers with ``started(*args)``; any still running when the test ends (a failure) is killed."""
+    processes = []
+
+    def start(*args):
+        processes.append(start_cli(*args))
+        return processes[-1]
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            kill_group(process)
+
+
+@pytest.fixture()
 def sources(small_data):
     """Test PNGs by class: ``[(path, class), ...]``, two per digit."""
     return [(path, str(digit)) for digit in range(10)
             for path in sorted((small_data / "test" / str(digit)).iterdir())[:2]]
 
 
-def test_watch_predicts_each_arrival_once_and_survives_a_restart(exported, sources, tmp_path):
+def test_watch_predicts_each_arrival_once_and_survives_a_restart(exported, sources, started, tmp_path):
     drop, out = tmp_path / "drop", tmp_path / "watch.csv"
     drop.mkdir()
     args = [CLI, "--mode", "predict", "--watch", "--model-dir", str(exported), "--input", str(drop),
             "--output", str(out)]
-    watcher = start_cli(*args)
+    watcher = started(*args)
     rows = lambda: _rows(out)  # noqa: E731
 
     # One file, then a burst of ten.
@@ -73,7 +88,7 @@ def test_watch_predicts_each_arrival_once_and_survives_a_restart(exported, sourc
 
     # While stopped, one more; the restarted watcher predicts only that one.
     shutil.copy(sources[14][0], drop / "while_stopped.png")
-    watcher = start_cli(*args)
+    watcher = started(*args)
     wait_for(lambda: len(rows()) == 15, watcher, timeout=120)
     time.sleep(1.0)  # time to predict anything twice, were it going to
     assert "stopped: 1 predicted" in _stop(watcher)[0]
@@ -97,14 +112,14 @@ def test_watch_predicts_each_arrival_once_and_survives_a_restart(exported, sourc
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
 
 
-def test_a_partial_last_row_from_a_kill_is_dropped_and_predicted_again(exported, sources, tmp_path):
+def test_a_partial_last_row_from_a_kill_is_dropped_and_predicted_again(exported, sources, started, tmp_path):
     drop, out = tmp_path / "drop", tmp_path / "watch.csv"
     drop.mkdir()
     shutil.copy(sources[0][0], drop / "a.png")
     shutil.copy(sources[1][0], drop / "b.png")
     header = "path,class,confidence,top2,top2_confidence,top3,top3_confidence\r\n"
     out.write_bytes(f"{header}{drop / 'a.png'},7,0.9,1,0.05,2,0.01\r\n{drop / 'b.png'},3,0.8".encode())
-    watcher = start_cli(CLI, "--mode", "predict", "--watch", "--model-dir", str(exported), "--input", str(drop),
+    watcher = started(CLI, "--mode", "predict", "--watch", "--model-dir", str(exported), "--input", str(drop),
                         "--output", str(out))
     wait_for(lambda: [len(r) for r in _rows(out)] == [7, 7], watcher, timeout=120)
     assert "stopped: 1 predicted" in _stop(watcher)[0]
