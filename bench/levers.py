@@ -56,7 +56,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from common import REPO, RESULTS, fmt, machine_line, save, training_flops_per_image
 from gemm import GEMM_DTYPES, POLICY_DTYPE, gemm_gflops
