@@ -25,7 +25,8 @@ from pathlib import Path
 from mnist_folders import cli
 
 MODES = ("train", "evaluate", "predict", "lr_find", "check", "export")
-EXPORT_FORMATS = ("savedmodel", "tflite", "tflite_int8", "onnx")  # mnist_folders.deploy.FORMATS, without importing it
+# mnist_folders.serve.deploy.FORMATS, without importing it (TensorFlow) before the arguments are valid
+EXPORT_FORMATS = ("savedmodel", "tflite", "tflite_int8", "onnx")
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -71,7 +72,7 @@ def main() -> int:
     if args.mode == "lr_find":
         setting = Setting.from_dict(chosen, source=str(args.config or "settings"))
         cli.quiet_tensorflow()
-        from mnist_folders.training import lr_find
+        from mnist_folders.train.training import lr_find
 
         sweep = lr_find(setting, progress, args.strict)
         print(f"suggested learning_rate: {sweep.suggestion:.2g} (train with --learning-rate {sweep.suggestion:.2g})")
@@ -82,7 +83,7 @@ def main() -> int:
     if args.mode == "train":
         setting = Setting.from_dict(chosen, source=str(args.config or "settings"))
         cli.quiet_tensorflow()
-        from mnist_folders.training import train
+        from mnist_folders.train.training import train
 
         # A live progress bar on a terminal; one line per epoch in logs and with --quiet.
         result = train(setting, resume=args.resume, verbose=1 if progress and sys.stdout.isatty() else 2,
@@ -100,13 +101,13 @@ def main() -> int:
         return predict_mode(setting, args, chosen, progress)
     cli.quiet_tensorflow()
     if args.mode == "export":
-        from mnist_folders.deploy import export
+        from mnist_folders.serve.deploy import export
 
         result = export(setting, args.format)
         print(f"exported to {result.folder} (labels.txt, preprocessing.json and {', '.join(result.files)})")
         return cli.EXIT_OK
     if args.mode == "evaluate":
-        from mnist_folders.evaluation import evaluate, format_report
+        from mnist_folders.serve.evaluation import evaluate, format_report
 
         report = evaluate(setting, progress)
         print(format_report(report))
@@ -118,7 +119,7 @@ def main() -> int:
 def predict_mode(setting, args: argparse.Namespace, chosen: dict, progress: bool) -> int:
     """``--mode predict``: the folder once, or ``--watch`` it; on Keras or, without TensorFlow, an export."""
     from mnist_folders.names import display
-    from mnist_folders.prediction import choose_runtime, load_predictor, predict
+    from mnist_folders.serve.prediction import choose_runtime, load_predictor, predict
 
     setting = setting.replace(runtime=choose_runtime(setting))
     if setting.runtime == "keras":
@@ -127,7 +128,7 @@ def predict_mode(setting, args: argparse.Namespace, chosen: dict, progress: bool
         # A model directory from elsewhere chooses this folder: say which is read.
         print(f"predicting {display(setting.predict_path)} (the folder saved with the model; --input names another)")
     if args.watch:
-        from mnist_folders.watch import watch
+        from mnist_folders.serve.watch import watch
 
         predictor = load_predictor(setting)
         print(f"watching {display(setting.predict_path)} with {predictor.source} ({predictor.runtime}); "
@@ -138,7 +139,7 @@ def predict_mode(setting, args: argparse.Namespace, chosen: dict, progress: bool
         return cli.EXIT_OK
     run = predict(setting, args.output, progress)
     if args.sort_into:
-        from mnist_folders.watch import copy_into_class_folder
+        from mnist_folders.serve.watch import copy_into_class_folder
 
         for p in run.predictions:
             copy_into_class_folder(p, args.sort_into)
@@ -157,7 +158,7 @@ def predict_mode(setting, args: argparse.Namespace, chosen: dict, progress: bool
 def check(setting, args: argparse.Namespace, progress: bool) -> int:
     """``--mode check``: the dataset audit, then the likely label errors when a trained model is there."""
     from mnist_folders import artifacts
-    from mnist_folders.check import find_suspect_labels, run_check
+    from mnist_folders.data.check import find_suspect_labels, run_check
 
     run_check(setting, strict=args.strict, quarantine=args.quarantine, progress=progress)
     if artifacts.holds_model(setting.model_path):

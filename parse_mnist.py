@@ -34,8 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    from mnist_folders.export import export_samples, export_split
-    from mnist_folders.idx import load_split
+    from mnist_folders.data.export import export_samples, export_split
+    from mnist_folders.data.idx import load_split
     from mnist_folders.plots import SAMPLES, samples_per_class
 
     # Read and check every input before writing anything.

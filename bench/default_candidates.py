@@ -40,9 +40,9 @@ def worker(name: str, epochs: int, seed: int, data_dir: str) -> None:
     from mnist_folders import cli
 
     cli.quiet_tensorflow()
-    from mnist_folders.evaluation import evaluate
+    from mnist_folders.serve.evaluation import evaluate
     from mnist_folders.settings import Setting
-    from mnist_folders.training import train
+    from mnist_folders.train.training import train
 
     with tempfile.TemporaryDirectory(dir=REPO / "bench") as model_dir:
         setting = Setting(data_dir=data_dir, model_dir=model_dir, model="cnn_64_128_256", epochs=epochs, seed=seed,

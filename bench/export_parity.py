@@ -5,7 +5,7 @@
    on the whole test tree through its own input path against the Keras model
    as ``--mode predict --runtime keras`` runs it: top-1 agreement, largest
    probability difference, test accuracy, size, ms per image at batch 1 and
-   256 (:mod:`mnist_folders.parity`). Twice: against Keras under the trained
+   256 (:mod:`mnist_folders.serve.parity`). Twice: against Keras under the trained
    dtype policy, and against Keras in float32 (the exports' arithmetic).
 2. ``--mode predict`` as a user runs it, process start included, on 10 and on
    10,000 images: ``--runtime keras`` against ``--runtime onnx`` and
@@ -51,8 +51,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from mnist_folders import artifacts, parity
-    from mnist_folders.deploy import FORMATS
+    from mnist_folders import artifacts
+    from mnist_folders.serve import parity
+    from mnist_folders.serve.deploy import FORMATS
 
     machine = machine_line()
     gflops = sgemm_gflops()

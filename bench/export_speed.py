@@ -86,8 +86,8 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=REPO / "bench",
                         help="where the trees are written (e.g. /dev/shm: memory, no disk noise)")
     args = parser.parse_args()
-    from mnist_folders.export import encode_png, export_split, image_paths
-    from mnist_folders.idx import load_split
+    from mnist_folders.data.export import encode_png, export_split, image_paths
+    from mnist_folders.data.idx import load_split
 
     splits = {split: load_split(MNIST, split) for split in FILES}
     encoded = {split: [encode_png(image) for image in images] for split, (images, _) in splits.items()}

@@ -2,7 +2,7 @@
 """Training-speed levers of the reference model, each applied here only (the library is untouched).
 
 The base configuration is the library's default training: ``cnn_64_128_256``,
-the ``tfdata`` in-memory pipeline (:func:`mnist_folders.pipeline.tfdata_training`,
+the ``tfdata`` in-memory pipeline (:func:`mnist_folders.data.pipeline.tfdata_training`,
 fed with real MNIST arrays from the IDX files instead of decoded PNGs),
 batch 256, RMSprop 0.002, the library's training callbacks, in
 ``mixed_bfloat16`` (the default on this CPU) and in float32. Each lever
@@ -126,7 +126,7 @@ def _setup(cfg: dict, seed: int):
     cli.quiet_tensorflow()
     import keras
 
-    from mnist_folders import dtype_policy
+    from mnist_folders.train import dtype_policy
 
     keras.utils.set_random_seed(seed)
     dtype_policy.apply(cfg["policy"])
@@ -144,7 +144,7 @@ def _pipeline(cfg: dict, images, labels, seed: int, validation_split: float):
     import numpy as np
     import tensorflow as tf
 
-    from mnist_folders.images import scale
+    from mnist_folders.data.images import scale
 
     x = images[..., None]  # (N, 28, 28, 1) uint8
     onehot = np.eye(10, dtype=np.float32)[labels]
@@ -174,7 +174,7 @@ def _pipeline(cfg: dict, images, labels, seed: int, validation_split: float):
 
 def _callbacks(cfg: dict, seed: int, set_epoch, *extra):
     """The library's training callbacks (per-epoch seeds, NaN guard) for a constant learning rate."""
-    from mnist_folders.callbacks import training_callbacks
+    from mnist_folders.train.callbacks import training_callbacks
     from mnist_folders.settings import Setting
 
     setting = Setting(model="cnn_64_128_256", batch_size=cfg["batch"], seed=seed, learning_rate=cfg["lr"],
@@ -185,8 +185,8 @@ def _callbacks(cfg: dict, seed: int, set_epoch, *extra):
 def _model(cfg: dict):
     import keras
 
-    from mnist_folders.images import SCALE
-    from mnist_folders.models import build_model, make_optimizer
+    from mnist_folders.data.images import SCALE
+    from mnist_folders.train.models import build_model, make_optimizer
 
     model = build_model("cnn_64_128_256", (28, 28, 1), 10)  # uncompiled: compiled below with the lever
     if cfg["uint8"]:
@@ -201,8 +201,8 @@ def speed_worker(cfg: dict, images: int, epochs: int) -> dict:
     _setup(cfg, 1)
     import keras
 
-    from mnist_folders.architectures import cnn_64_128_256
-    from mnist_folders.idx import load_split
+    from mnist_folders.train.architectures import cnn_64_128_256
+    from mnist_folders.data.idx import load_split
 
     x, y = load_split(REPO / "data" / "mnist", "train", verify=False)
     split = 0.2 if cfg["val_batch"] else 0.0
@@ -224,8 +224,8 @@ def accuracy_worker(cfg: dict, epochs: int, seed: int) -> dict:
     _setup(cfg, seed)
     import numpy as np
 
-    from mnist_folders.idx import load_split
-    from mnist_folders.images import scale
+    from mnist_folders.data.idx import load_split
+    from mnist_folders.data.images import scale
 
     x, y = load_split(REPO / "data" / "mnist", "train", verify=False)
     tx, ty = load_split(REPO / "data" / "mnist", "test", verify=False)

@@ -35,12 +35,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     cli.quiet_tensorflow()
-    from mnist_folders import dtype_policy
+    from mnist_folders.train import dtype_policy
     from mnist_folders.artifacts import load_trained_model
-    from mnist_folders.evaluation import evaluate
-    from mnist_folders.models import MODELS
+    from mnist_folders.serve.evaluation import evaluate
+    from mnist_folders.train.models import MODELS
     from mnist_folders.settings import Setting
-    from mnist_folders.training import train
+    from mnist_folders.train.training import train
 
     if not (args.data_dir / "train").is_dir():
         subprocess.run([sys.executable, str(REPO / "parse_mnist.py"), "--out", str(args.data_dir), "--quiet"],

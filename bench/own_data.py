@@ -69,7 +69,7 @@ def _write(root: Path, images: np.ndarray, labels: np.ndarray, counts: dict[int,
 
 def build(name: str, work: Path) -> tuple[Path, list[str]]:
     """Build dataset ``name`` under ``work`` (once); return its folder and the flags it needs."""
-    from mnist_folders.idx import load_split
+    from mnist_folders.data.idx import load_split
 
     root = work / name
     flags = {"rgb_96": ["--image-height", "96", "--image-width", "96"],
@@ -124,7 +124,7 @@ def speed(repeats: int = 3) -> tuple[list[str], dict]:
     cli.quiet_tensorflow()
     import keras
 
-    from mnist_folders.models import build_model
+    from mnist_folders.train.models import build_model
 
     keras.mixed_precision.set_global_policy("float32")
     lines = ["| model | 96x96 images/s | vs strong | 224x224 images/s | vs strong |", "| --- | ---: | ---: | ---: | ---: |"]

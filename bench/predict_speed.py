@@ -38,12 +38,12 @@ def main() -> int:
     from mnist_folders import cli
 
     cli.quiet_tensorflow()
-    from mnist_folders import dtype_policy
+    from mnist_folders.train import dtype_policy
     from mnist_folders.artifacts import load_trained_model, setting_for_model
-    from mnist_folders.folders import list_files
-    from mnist_folders.decoding import decode_images
-    from mnist_folders.images import scale
-    from mnist_folders.prediction import predict
+    from mnist_folders.data.folders import list_files
+    from mnist_folders.data.decoding import decode_images
+    from mnist_folders.data.images import scale
+    from mnist_folders.serve.prediction import predict
 
     tests = sorted((args.data_dir / "test").rglob("*.png"))
     model, setting, _ = load_trained_model(args.model_dir)

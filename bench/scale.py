@@ -48,7 +48,7 @@ CLI = str(REPO / "mnist_keras.py")
 
 def _write_part(root: str, size: int, start: int, stop: int) -> None:
     sys.path.insert(0, str(REPO))
-    from mnist_folders.idx import load_split
+    from mnist_folders.data.idx import load_split
 
     images, labels = load_split(REPO / "data" / "mnist", "train")
     rng = np.random.default_rng(start)
@@ -87,8 +87,8 @@ PIPELINE_PASS = """
 import sys, time
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from mnist_folders.folders import index_tree, find_class_names
-from mnist_folders.pipeline import training_data
+from mnist_folders.data.folders import index_tree, find_class_names
+from mnist_folders.data.pipeline import training_data
 from mnist_folders.settings import Setting
 root, mode, work = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 setting = Setting(train_dir=str(root / "train"), model_dir=work, image_height={size}, image_width={size},

@@ -41,15 +41,15 @@ def worker(name: str, target: float, max_epochs: int, data_dir: str, seed: int) 
     import keras
     import numpy as np
 
-    from mnist_folders import dtype_policy
-    from mnist_folders.folders import index_tree
-    from mnist_folders.models import build_model
-    from mnist_folders.decoding import decode_images
-    from mnist_folders.images import scale
-    from mnist_folders.pipeline import training_data
+    from mnist_folders.train import dtype_policy
+    from mnist_folders.data.folders import index_tree
+    from mnist_folders.train.models import build_model
+    from mnist_folders.data.decoding import decode_images
+    from mnist_folders.data.images import scale
+    from mnist_folders.data.pipeline import training_data
     from mnist_folders.settings import Setting
-    from mnist_folders.callbacks import training_callbacks
-    from mnist_folders.training import resolve_settings
+    from mnist_folders.train.callbacks import training_callbacks
+    from mnist_folders.train.training import resolve_settings
 
     setting = Setting(data_dir=data_dir, epochs=max_epochs, seed=seed, **SETTINGS[name])
     index = index_tree(setting.train_path)

@@ -52,12 +52,12 @@ def worker(pipeline: str, color_mode: str, batch: int, policy: str, images: int,
     import keras
     import numpy as np
 
-    from mnist_folders import dtype_policy
-    from mnist_folders.folders import index_tree
-    from mnist_folders.models import build_model
-    from mnist_folders.decoding import decode_images
-    from mnist_folders.images import scale
-    from mnist_folders.pipeline import idg_training, tfdata_training
+    from mnist_folders.train import dtype_policy
+    from mnist_folders.data.folders import index_tree
+    from mnist_folders.train.models import build_model
+    from mnist_folders.data.decoding import decode_images
+    from mnist_folders.data.images import scale
+    from mnist_folders.data.pipeline import idg_training, tfdata_training
     from mnist_folders.settings import Setting
 
     keras.utils.set_random_seed(1)

@@ -58,7 +58,7 @@ DATASET = "dataset.json"
 EVALUATION = "evaluation.json"
 PREDICTIONS = "predictions.csv"
 CALIBRATION = "calibration.json"
-EXPORT = "export"  # the folder --mode export writes (see mnist_folders.deploy)
+EXPORT = "export"  # the folder --mode export writes (see mnist_folders.serve.deploy)
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 STAGING = ".staging"  # where a fresh run trains until its first checkpoint exists
 # What one training run writes: replaced as a whole by the next run (see promote).
@@ -324,8 +324,8 @@ def load_trained_model(model_dir: Path, setting: Setting | None = None,
         CheckpointError: the directory, a file, or a match between them is
             missing (e.g. weights for a different number of classes).
     """
-    from . import dtype_policy
-    from .models import build_model
+    from .train import dtype_policy
+    from .train.models import build_model
 
     weights = model_dir / BEST_WEIGHTS
     # Shared lock: a training run cannot swap in a new model while these files are read together.

@@ -43,7 +43,7 @@ def default_text(name: str, opt: Any, default: Any) -> str:
     if opt.default_text is not None:
         return opt.default_text
     if opt.model_default:
-        from .models import MODELS
+        from .train.models import MODELS
 
         return f"model's own ({getattr(MODELS['cnn_64_128_256'], name)} for the reference model)"
     return str(default)

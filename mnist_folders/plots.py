@@ -86,7 +86,7 @@ def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
     """Accuracy against confidence per bin, one line per curve, with the diagonal of perfect calibration.
 
     ``curves`` maps a label (e.g. "before calibration") to
-    :func:`mnist_folders.calibration.reliability`'s ``(confidence, accuracy,
+    :func:`mnist_folders.serve.calibration.reliability`'s ``(confidence, accuracy,
     count)`` arrays plus the curve's ECE; empty bins are not drawn.
     """
     figure, axis = plt.subplots(figsize=(5.5, 5.5))

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SettingError
-from .images import CHANNELS, RESIZE_METHODS
-from .dtype_policy import DTYPE_POLICIES
+from .data.images import CHANNELS, RESIZE_METHODS
+from .train.dtype_policy import DTYPE_POLICIES
 
 DEFAULT_DATA_DIR = "mnist_data"
 GROUPS = ("paths", "image", "classes", "training", "prediction", "system")
@@ -34,8 +34,8 @@ PIPELINES = ("tfdata", "idg")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 INVERT = ("auto", "true", "false")
 RUNTIMES = ("auto", "keras", "onnx", "tflite", "tflite_int8")
-CACHE_MODES = ("auto", "memory", "disk", "none")  # mnist_folders.image_cache
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # mnist_folders.distribute
+CACHE_MODES = ("auto", "memory", "disk", "none")  # mnist_folders.data.image_cache
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # mnist_folders.train.distribute
 CLASS_WEIGHTS = ("auto", "none", "balanced")
 SPLIT_ORDERS = ("shuffled", "sorted")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
@@ -45,7 +45,7 @@ MODEL_DEFINING = ("image_height", "image_width", "color_mode", "class_names", "m
 
 
 def _model_names() -> tuple[str, ...]:
-    from .models import MODELS  # the registry imports no Keras until a model is built
+    from .train.models import MODELS  # the registry imports no Keras until a model is built
 
     return ("auto", *MODELS)
 
@@ -63,7 +63,7 @@ class Option:
         low, high: inclusive bounds of a number, or exclusive where
             ``low_open`` / ``high_open``.
         model_default: ``None`` means "the chosen model's own default" (from
-            its :data:`~mnist_folders.models.MODELS` entry).
+            its :data:`~mnist_folders.train.models.MODELS` entry).
         default_text: how the default reads in the docs when it is not the
             field's literal default.
         aliases: extra flag names.
@@ -252,7 +252,7 @@ class Setting:
 
     def _fill_model_defaults(self) -> None:
         """Replace ``None`` hyperparameters by the chosen model's defaults."""
-        from .models import MODELS
+        from .train.models import MODELS
 
         spec = MODELS.get(self.model) if isinstance(self.model, str) else None
         if spec is None:

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, run_cli
-from mnist_folders import schedules
-from mnist_folders.folders import FolderIndex
-from mnist_folders.models import auto_model
+from mnist_folders.train import schedules
+from mnist_folders.data.folders import FolderIndex
+from mnist_folders.train.models import auto_model
 from mnist_folders.settings import Setting
 
 CLI = str(REPO / "mnist_keras.py")

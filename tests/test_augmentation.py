@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_folders.folders import index_tree
-from mnist_folders.pipeline import idg_training, tfdata_training
+from mnist_folders.data.folders import index_tree
+from mnist_folders.data.pipeline import idg_training, tfdata_training
 from mnist_folders.settings import Setting
 
 

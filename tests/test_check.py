@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from mnist_folders import check
+from mnist_folders.data import check
 from mnist_folders.errors import DatasetError
-from mnist_folders.images import ImageReadError, load_image
+from mnist_folders.data.images import ImageReadError, load_image
 from mnist_folders.settings import Setting
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 10
@@ -214,7 +214,8 @@ def test_worker_processes_find_the_same(faulty, monkeypatch):
 
 
 def test_check_imports_neither_tensorflow_nor_matplotlib():
-    code = "import sys, mnist_folders.check; print([m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules])"
+    code = ("import sys, mnist_folders.data.check; "
+            "print([m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

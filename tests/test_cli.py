@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import EPOCHS, REPO, run_cli
 from mnist_folders.artifacts import load_trained_model
-from mnist_folders.prediction import predict_probabilities
+from mnist_folders.serve.prediction import predict_probabilities
 
 CLI = str(REPO / "mnist_keras.py")
 

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 
-from mnist_folders import decoding
+from mnist_folders.data import decoding
 from mnist_folders.settings import Setting
 
 

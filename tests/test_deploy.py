@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from mnist_folders import artifacts, calibration, parity
+from mnist_folders import artifacts
+from mnist_folders.serve import calibration, parity
 
 CLI = str(REPO / "mnist_keras.py")
 FLOAT_FORMATS = ("savedmodel", "savedmodel_bytes", "tflite", "onnx")
@@ -98,7 +99,7 @@ def test_export_of_a_non_digit_rgb_model(tmp_path):
     bytes signature too (TensorFlow decoding, Pillow's pad geometry)."""
     from PIL import Image
 
-    from mnist_folders.idx import load_split
+    from mnist_folders.data.idx import load_split
 
     images, labels = load_split(REPO / "data" / "mnist", "test")
     rng = np.random.default_rng(1)

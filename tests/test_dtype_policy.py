@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import REPO, run_cli
-from mnist_folders import dtype_policy
+from mnist_folders.train import dtype_policy
 
 
 def test_auto_uses_bfloat16_only_on_cpus_that_have_it(monkeypatch):

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import MNIST, REPO, run_cli
-from mnist_folders.idx import load_split
+from mnist_folders.data.idx import load_split
 
 LIMIT = 300
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import kill_group as _kill, start_cli as _start, wait_for as _wait_for, EPOCHS, MNIST, REPO, run_cli
-from mnist_folders.idx import load_split
+from mnist_folders.data.idx import load_split
 
 CLI = str(REPO / "mnist_keras.py")
 EXPORT = str(REPO / "parse_mnist.py")

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import MNIST
 from mnist_folders.errors import IdxFormatError
-from mnist_folders.idx import load_split, read_idx, read_images, read_labels
+from mnist_folders.data.idx import load_split, read_idx, read_images, read_labels
 
 # From data/mnist/README.md.
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

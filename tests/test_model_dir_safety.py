@@ -36,7 +36,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import kill_group as _kill, start_cli as _start, wait_for as _wait_for, MNIST, REPO
-from mnist_folders.idx import load_split
+from mnist_folders.data.idx import load_split
 
 CLI = str(REPO / "mnist_keras.py")
 EXPORT = str(REPO / "parse_mnist.py")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from mnist_folders.models import MODELS, build_model
+from mnist_folders.train.models import MODELS, build_model
 from mnist_folders.settings import Setting
 
 CLI = str(REPO / "mnist_keras.py")

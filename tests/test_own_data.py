@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import MNIST, REPO, run_cli
-from mnist_folders.idx import load_split
+from mnist_folders.data.idx import load_split
 from mnist_folders.settings import Setting, read_toml
 
 CLI = str(REPO / "mnist_keras.py")

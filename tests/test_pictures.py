@@ -59,7 +59,7 @@ def test_misclassified_grid_keeps_the_given_order_and_draws_the_images(drawn, tm
 
 def test_evaluate_draws_the_most_confident_mistakes_first(drawn, trained_model, small_data):
     from mnist_folders.artifacts import setting_for_model
-    from mnist_folders.evaluation import evaluate
+    from mnist_folders.serve.evaluation import evaluate
 
     report = evaluate(setting_for_model({"model_dir": str(trained_model), "data_dir": str(small_data)}),
                       progress=False)

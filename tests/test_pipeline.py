@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from mnist_folders.folders import index_tree
-from mnist_folders.pipeline import idg_training, tfdata_training
+from mnist_folders.data.folders import index_tree
+from mnist_folders.data.pipeline import idg_training, tfdata_training
 from mnist_folders.settings import Setting
 
 

@@ -32,14 +32,14 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import REPO
-from mnist_folders import images as images_module
+from mnist_folders.data import images as images_module
 from mnist_folders.errors import DatasetError, SettingError
-from mnist_folders.folders import FolderIndex, find_class_names, index_tree, list_files
-from mnist_folders.images import (
+from mnist_folders.data.folders import FolderIndex, find_class_names, index_tree, list_files
+from mnist_folders.data.images import (
     ImageReadError, convert_mode, decode, is_colour, lighter_borders, load_image, load_images, resize, scale,
 )
-from mnist_folders.models import MODELS
-from mnist_folders.prediction import (
+from mnist_folders.train.models import MODELS
+from mnist_folders.serve.prediction import (
     Prediction, csv_header, files_to_predict, inference_batch_size, invert_where_needed, to_csv,
 )
 from mnist_folders.settings import Option, Setting, chosen_values, option, read_toml
@@ -538,7 +538,7 @@ def test_invert_where_needed_follows_the_setting():
 
 
 def test_rank_orders_classes_by_probability_and_flags_low_confidence():
-    from mnist_folders.prediction import UNCERTAIN, rank  # new in this version: imported here, not at the top
+    from mnist_folders.serve.prediction import UNCERTAIN, rank  # new in this version: imported here, not at the top
 
     probabilities = np.array([[0.125, 0.5, 0.375, 0.0], [0.25, 0.25, 0.125, 0.375], [0.5, 0.5, 0.0, 0.0]])
     names, paths = ["a", "b", "c", "d"], ["x.png", "y.png", "z.png"]
@@ -805,14 +805,14 @@ def test_to_dict_and_replace():
 # ---- evaluation metrics (NumPy only) ----
 
 def test_confusion_matrix_rows_are_true_classes_and_columns_predicted():
-    from mnist_folders.evaluation import confusion_matrix
+    from mnist_folders.serve.evaluation import confusion_matrix
 
     matrix = confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), 4)
     assert matrix.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
 
 
 def test_cross_entropy_is_keras_categorical_crossentropy():
-    from mnist_folders.evaluation import cross_entropy
+    from mnist_folders.serve.evaluation import cross_entropy
 
     p = np.array([[0.7, 0.2, 0.1], [0.0, 1.0, 0.0], [0.5, 0.25, 0.25]], dtype=np.float32)
     expected = -(np.log(0.7) + np.log(1 - 1e-7) + np.log(0.25)) / 3  # 1.0 clipped to 1 - epsilon
@@ -822,7 +822,7 @@ def test_cross_entropy_is_keras_categorical_crossentropy():
 
 
 def test_misclassified_keeps_the_most_confident_mistakes_across_chunks():
-    from mnist_folders.evaluation import Mistakes
+    from mnist_folders.serve.evaluation import Mistakes
 
     kept = Mistakes(np.zeros((0, 1, 1, 1), np.uint8), *(np.zeros(0, t) for t in (np.int64, np.int64, np.float32,
                                                                               np.int64)))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from mnist_folders import image_cache
-from mnist_folders.folders import index_tree
+from mnist_folders.data import image_cache
+from mnist_folders.data.folders import index_tree
 from mnist_folders.settings import Setting
 
 CLI = str(REPO / "mnist_keras.py")
@@ -49,7 +49,7 @@ def tree(small_data, tmp_path_factory):
 
 
 def _batches(setting, index, epoch, count=3):
-    from mnist_folders.pipeline import training_data
+    from mnist_folders.data.pipeline import training_data
 
     data = training_data(setting, index, progress=False)
     data.set_epoch(epoch)

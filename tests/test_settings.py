@@ -9,9 +9,9 @@ import pytest
 from conftest import REPO, run_cli
 from mnist_folders import settings_docs
 from mnist_folders.errors import SettingError
-from mnist_folders.folders import index_tree
+from mnist_folders.data.folders import index_tree
 from mnist_folders.settings import Setting, options
-from mnist_folders.training import resolve_settings
+from mnist_folders.train.training import resolve_settings
 
 CLI = str(REPO / "mnist_keras.py")
 

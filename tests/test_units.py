@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from mnist_folders.dtype_policy import cpu_has_bf16
+from mnist_folders.train.dtype_policy import cpu_has_bf16
 from mnist_folders.errors import SettingError
-from mnist_folders.images import convert_mode, is_colour, lighter_borders, load_image, resize
+from mnist_folders.data.images import convert_mode, is_colour, lighter_borders, load_image, resize
 from mnist_folders.names import safe_cell
-from mnist_folders.prediction import Prediction, to_csv
+from mnist_folders.serve.prediction import Prediction, to_csv
 from mnist_folders.settings import Option
 
 
@@ -124,7 +124,7 @@ def test_option_accepts_words_beside_integers():
 
 def test_settings_and_help_do_not_load_tensorflow():
     # --help and every settings error must come back fast: no TensorFlow or Keras import on that path.
-    code = ("import sys, mnist_folders.settings, mnist_folders.prediction, mnist_folders.cli;"
+    code = ("import sys, mnist_folders.settings, mnist_folders.serve.prediction, mnist_folders.cli;"
             "mnist_folders.settings.Setting(model='strong');"
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .images import load_images
-from .settings import Setting
+from ..settings import Setting
 
 PARALLEL_MIN_FILES = 8192  # below this, starting workers costs about what they save
 CHUNK_BYTES = 16 * 2**20  # most decoded bytes per chunk sent back by a worker (1,024 images at most)
@@ -98,7 +98,7 @@ def decode_chunks(paths: list[str], setting: Setting, processes: bool = True) ->
 
 
 def _chunk(paths: list[str], start: int, images: np.ndarray, bad: list[tuple[int, str]]) -> DecodedImages:
-    """One chunk's :func:`~mnist_folders.images.load_images` result as :class:`DecodedImages`."""
+    """One chunk's :func:`~mnist_folders.data.images.load_images` result as :class:`DecodedImages`."""
     if not bad:
         return DecodedImages(images, start + np.arange(len(images)))
     ok = np.ones(len(images), dtype=bool)
@@ -108,7 +108,7 @@ def _chunk(paths: list[str], start: int, images: np.ndarray, bad: list[tuple[int
 
 def decode_images(paths: list[str], setting: Setting, progress: bool = False,
                   description: str = "decode") -> DecodedImages:
-    """Decode ``paths`` with :func:`~mnist_folders.images.load_image` at the Setting's input shape.
+    """Decode ``paths`` with :func:`~mnist_folders.data.images.load_image` at the Setting's input shape.
 
     Unreadable files are reported in ``failed`` and left out, never raised.
     See :func:`decode_chunks` for when worker processes are used.

@@ -17,7 +17,7 @@ Formats (the GUIDE's "Beyond MNIST" notes measured the routes):
 * ``savedmodel``: ``keras.export.ExportArchive``; signature ``serve`` (uint8
   pixels) and ``serve_bytes`` (encoded PNG/JPEG/GIF/BMP bytes, decoded in
   the graph with Pillow's arithmetic: transparency onto black, 601-2 luma,
-  the stretch/pad/crop geometry of :func:`mnist_folders.images.resize`;
+  the stretch/pad/crop geometry of :func:`mnist_folders.data.images.resize`;
   pixels within 1 grey level of Pillow's, 2 for JPEG; EXIF orientation is
   not applied).
 * ``tflite`` and ``tflite_int8``: ``tf.lite.TFLiteConverter`` on the
@@ -37,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifacts
-from .atomic import atomic_path, write_bytes, write_text
-from .errors import DatasetError
-from .images import SCALE
-from .names import display
-from .settings import Setting
+from .. import artifacts
+from ..atomic import atomic_path, write_bytes, write_text
+from ..errors import DatasetError
+from ..data.images import SCALE
+from ..names import display
+from ..settings import Setting
 
 FORMATS = ("savedmodel", "tflite", "tflite_int8", "onnx")
 FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "tflite_int8": "model_int8.tflite",
@@ -72,7 +72,7 @@ def weights_digest(model_dir: Path) -> str:
 
 
 def invert_masks(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(border, centre)`` float32 ``(H, W)`` masks of :func:`mnist_folders.images.lighter_borders`."""
+    """``(border, centre)`` float32 ``(H, W)`` masks of :func:`mnist_folders.data.images.lighter_borders`."""
     bh, bw = max(1, height // 8), max(1, width // 8)
     border = np.ones((height, width), dtype=np.float32)
     border[bh : height - bh, bw : width - bw] = 0
@@ -199,8 +199,8 @@ def _bytes_endpoint(serving, setting: Setting):
 
 def _representative(setting: Setting, count: int):
     """A generator of ``count`` training images, one ``[(1, H, W, C) uint8]`` list at a time, classes interleaved."""
-    from .folders import index_tree
-    from .images import ImageReadError, load_image
+    from ..data.folders import index_tree
+    from ..data.images import ImageReadError, load_image
 
     index = index_tree(setting.train_path, setting.class_names or artifacts.load_class_names(setting.model_path))
     rng = np.random.default_rng(setting.seed)

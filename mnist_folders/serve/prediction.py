@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import artifacts, calibration
-from .atomic import write_text
-from .decoding import decode_chunks
-from .errors import CheckpointError, DatasetError
-from .folders import list_files
-from .images import lighter_borders, scale
-from .names import display, safe_cell
-from .settings import Setting
+from . import calibration
+from .. import artifacts
+from ..atomic import write_text
+from ..data.decoding import decode_chunks
+from ..errors import CheckpointError, DatasetError
+from ..data.folders import list_files
+from ..data.images import lighter_borders, scale
+from ..names import display, safe_cell
+from ..settings import Setting
 
 INFERENCE_BATCH_BYTES = 64 * 2**20  # float32 input per forward pass
 TOP_K = 3
@@ -169,7 +170,7 @@ def predict(setting: Setting, output: Path | None = None, progress: bool = True)
     """Predict every image under ``setting.predict_path`` with the best checkpoint of ``setting.model_path``.
 
     Any file Pillow reads is converted to the model's input (size, colour
-    mode, bit depth; see :func:`mnist_folders.images.load_image`); other
+    mode, bit depth; see :func:`mnist_folders.data.images.load_image`); other
     files are skipped and listed. A background thread decodes the files in
     chunks while the model predicts the chunks already decoded. The model
     runs on ``setting.runtime`` (:func:`load_predictor`); a top probability

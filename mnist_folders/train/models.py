@@ -1,6 +1,6 @@
 """The model registry: a name -> its architecture and its training defaults.
 
-The builders live in :mod:`mnist_folders.architectures`, imported (with Keras)
+The builders live in :mod:`mnist_folders.train.architectures`, imported (with Keras)
 only when a model is built, so that settings can be read and validated
 without loading TensorFlow. :func:`build_model` adds the optimizer and the
 loss (categorical cross-entropy). The "published" figures are the MNIST test
@@ -19,10 +19,10 @@ class ModelSpec:
     ``lr_decay`` multiplies the learning rate after every epoch (1.0: constant).
     ``rotation_range`` is in degrees; ``shift_range`` and ``zoom_range`` are
     fractions of the image size; all 0 means no augmentation. ``dtype_policy``
-    is a :data:`mnist_folders.dtype_policy.DTYPE_POLICIES` value.
+    is a :data:`mnist_folders.train.dtype_policy.DTYPE_POLICIES` value.
     """
 
-    build: str  # a function name in mnist_folders.architectures
+    build: str  # a function name in mnist_folders.train.architectures
     optimizer: str
     epochs: int
     batch_size: int
@@ -104,7 +104,7 @@ def build_model(
 def _build(name: str, input_shape: tuple[int, int, int], num_classes: int, backbone_weights: str | None) -> Any:
     """Call the model's builder; turn a too-small input or unfit weights into a :class:`SettingError`."""
     from . import architectures
-    from .errors import SettingError
+    from ..errors import SettingError
 
     spec = MODELS[name]
     builder = getattr(architectures, spec.build)

@@ -6,7 +6,7 @@ model as ``--mode predict --runtime keras`` runs it (its dtype policy, the
 inversion rule and the temperature):
 
 * ``onnx``, ``tflite``, ``tflite_int8``: the files decoded by Pillow
-  (:func:`mnist_folders.images.load_image`), pixels fed to the artifact;
+  (:func:`mnist_folders.data.images.load_image`), pixels fed to the artifact;
 * ``savedmodel``: the ``serve`` signature on the same pixels;
 * ``savedmodel_bytes``: the ``serve_bytes`` signature on the files' bytes
   (decoding and resizing by TensorFlow inside the graph).
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifacts
-from .decoding import decode_images
-from .folders import index_tree
+from .. import artifacts
+from ..data.decoding import decode_images
+from ..data.folders import index_tree
 from .prediction import load_predictor
 from .runtime import ExportedModel
-from .settings import Setting
+from ..settings import Setting
 
 LATENCY_BATCH = 256
 LATENCY_SINGLES = 50  # batch-1 calls timed (median)

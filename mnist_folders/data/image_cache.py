@@ -35,12 +35,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .atomic import atomic_path, write_text
+from ..atomic import atomic_path, write_text
 from .decoding import decode_chunks, decode_images
-from .errors import CheckpointError
+from ..errors import CheckpointError
 from .images import load_images
-from .names import display
-from .settings import Setting
+from ..names import display
+from ..settings import Setting
 
 CACHE_MODES = ("auto", "memory", "disk", "none")
 MEMORY_SHARE = 0.25  # auto: hold in memory below this share of the available memory

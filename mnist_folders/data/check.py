@@ -10,7 +10,7 @@ and reports, without training anything:
   small (fewer images than :data:`SMALL_CLASS_SHARE` of the split's median
   class), not a class of ``Setting.class_names``;
 - files that do not decode (with the reason training gives: both read
-  files with :func:`~mnist_folders.images.decode`), and files that are not
+  files with :func:`~mnist_folders.data.images.decode`), and files that are not
   images by extension or are hidden (training ignores them);
 - a histogram of stored image sizes and Pillow modes, and the share of
   images that will be enlarged or shrunk by more than :data:`SCALE_LIMIT`
@@ -37,7 +37,7 @@ copies of them; the measurements behind the choice are in
 ``bench/README.md`` (``check_speed.py``).
 
 Images are decoded once, by :func:`inspect_files` in worker processes for
-large trees (spawned, as in :mod:`mnist_folders.decoding`); this module
+large trees (spawned, as in :mod:`mnist_folders.data.decoding`); this module
 imports neither TensorFlow nor matplotlib at import time, so workers start
 light.
 
@@ -67,14 +67,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from . import artifacts
-from .atomic import write_text
+from .. import artifacts
+from ..atomic import write_text
 from .decoding import PARALLEL_MIN_FILES, decode_images
-from .errors import DatasetError
+from ..errors import DatasetError
 from .folders import FolderIndex, index_tree, list_files
 from .images import IMAGE_EXTENSIONS, ImageReadError, decode
-from .names import display, safe_cell
-from .settings import Setting
+from ..names import display, safe_cell
+from ..settings import Setting
 
 CHECK_JSON = "check.json"
 CHECK_FIGURE = "check_duplicates.png"
@@ -754,7 +754,7 @@ def run_check(setting: Setting, *, strict: bool = False, quarantine: str | Path 
 
     See the module docstring for what is checked. Each image file is
     decoded once (worker processes from
-    :data:`~mnist_folders.decoding.PARALLEL_MIN_FILES` files on). The
+    :data:`~mnist_folders.data.decoding.PARALLEL_MIN_FILES` files on). The
     report goes to ``log`` line by line and to ``<model_dir>/check.json``.
 
     Args:
@@ -881,8 +881,8 @@ def find_suspect_labels(setting: Setting, model: Any, class_names: list[str], *,
     Raises:
         DatasetError: the train tree is missing, or names other classes.
     """
-    from .plots import image_grid  # matplotlib: only here
-    from .prediction import predict_probabilities  # TensorFlow: loaded already, the caller has a model
+    from ..plots import image_grid  # matplotlib: only here
+    from ..serve.prediction import predict_probabilities  # TensorFlow: loaded already, the caller has a model
 
     index = index_tree(setting.train_path, class_names)
     out_of_sample = _validation_mask(index, setting)

@@ -9,7 +9,7 @@ Layout::
 Class names are the sub-folder names, sorted, unless given (which also fixes
 their order); label ``i`` is ``class_names[i]``. Files are listed in the order
 Keras' ``flow_from_directory`` lists them (walk sorted by folder, files sorted
-by name), keeping extensions in :data:`~mnist_folders.images.IMAGE_EXTENSIONS`
+by name), keeping extensions in :data:`~mnist_folders.data.images.IMAGE_EXTENSIONS`
 (any letter case) and leaving out hidden files and folders (names starting
 with a dot), which are counted in ``ignored``. :meth:`FolderIndex.split` holds
 out a seeded random ``validation_split`` of each class, or the first files in
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
+from ..errors import DatasetError
 from .images import IMAGE_EXTENSIONS
 
 

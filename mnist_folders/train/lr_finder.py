@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import artifacts, dtype_policy, plots
+from . import dtype_policy
+from .. import artifacts, plots
 from .models import build_model
-from .settings import Setting
+from ..settings import Setting
 
 LR_FIND_JSON = "lr_find.json"
 LR_FIND_PNG = "lr_find.png"
@@ -48,7 +49,7 @@ def suggest(learning_rates: list[float], losses: list[float], beta: float = 0.9)
 
 def find_learning_rate(setting: Setting, data, num_classes: int, steps: int = 200, start: float = 1e-6,
                        end: float = 1.0, log=print) -> LRSweep:
-    """Run the sweep on ``data.train`` (a :class:`~mnist_folders.pipeline.TrainingData`) and write the results.
+    """Run the sweep on ``data.train`` (a :class:`~mnist_folders.data.pipeline.TrainingData`) and write the results.
 
     Args:
         setting: resolved training settings (model, optimizer, batch size).

@@ -26,13 +26,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_path
-from .errors import DatasetError
-from .folders import list_files
-from .images import load_images
-from .names import display, safe_cell
+from ..atomic import atomic_path
+from ..errors import DatasetError
+from ..data.folders import list_files
+from ..data.images import load_images
+from ..names import display, safe_cell
 from .prediction import TOP_K, UNCERTAIN, Prediction, Predictor, csv_header, rank, to_csv
-from .settings import Setting
+from ..settings import Setting
 
 POLL_SECONDS = 0.25
 SETTLE_SECONDS = 0.5  # unchanged size and mtime for this long: the writer has finished
@@ -51,7 +51,7 @@ class WatchState:
 
 
 def path_cell(path: str) -> str:
-    """The ``path`` cell the CSV holds for ``path`` (see :func:`mnist_folders.prediction.to_csv`)."""
+    """The ``path`` cell the CSV holds for ``path`` (see :func:`mnist_folders.serve.prediction.to_csv`)."""
     return safe_cell(display(path))
 
 
@@ -132,7 +132,7 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
 
     Args:
         setting: the trained model's Setting (image size, colour mode, min_confidence).
-        predictor: the model (:func:`mnist_folders.prediction.load_predictor`).
+        predictor: the model (:func:`mnist_folders.serve.prediction.load_predictor`).
         output: the CSV appended to; default ``<model_dir>/predictions.csv``.
         sort_into: also copy each image into ``sort_into/<class>/``.
         log: one line per prediction (``path<TAB>class<TAB>confidence``).

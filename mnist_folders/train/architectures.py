@@ -3,9 +3,9 @@
 Inputs are float32 images scaled to [0, 1] by the input pipeline, shape
 ``(H, W, C)``; outputs are ``(N, num_classes)`` float32 softmax probabilities.
 Every softmax layer is float32 (``dtype="float32"``), so that under the
-``mixed_bfloat16`` policy (see :mod:`mnist_folders.dtype_policy`) the loss is
+``mixed_bfloat16`` policy (see :mod:`mnist_folders.train.dtype_policy`) the loss is
 still computed in float32; under the default float32 policy it changes nothing.
-Registered, with their training defaults, in :data:`mnist_folders.models.MODELS`.
+Registered, with their training defaults, in :data:`mnist_folders.train.models.MODELS`.
 """
 
 import keras

@@ -2,12 +2,12 @@
 
 Both pipelines yield ``x`` float32 ``(batch, H, W, C)`` scaled to [0, 1] (the
 one place pixels are rescaled) and ``y`` one-hot float32 ``(batch, classes)``,
-and both hold out the same validation files (see :mod:`mnist_folders.folders`).
+and both hold out the same validation files (see :mod:`mnist_folders.data.folders`).
 
 - ``tfdata`` (default): every file is decoded once, in parallel, into a uint8
   array held in memory (``N * H * W * C`` bytes: 47 MB for MNIST's 60,000
   images), or a file on disk, or only checked and decoded again per batch
-  (the ``cache`` setting, :mod:`mnist_folders.image_cache`); a ``tf.data``
+  (the ``cache`` setting, :mod:`mnist_folders.data.image_cache`); a ``tf.data``
   pipeline reshuffles it each epoch (an order that depends on the seed and
   the epoch number only), batches, rescales and prefetches.
 - ``idg``: the classic ``ImageDataGenerator(rescale=1/255,
@@ -28,10 +28,10 @@ import tensorflow as tf
 
 from .decoding import decode_images
 from .image_cache import CACHE_DIR, ImageRows, choose_mode, decode_rows
-from .errors import DatasetError
+from ..errors import DatasetError
 from .folders import FolderIndex, index_tree
 from .images import SCALE, scale
-from .settings import Setting
+from ..settings import Setting
 
 
 @dataclass
@@ -138,7 +138,7 @@ def _row_loader(rows: ImageRows, positions_to_rows: np.ndarray, shape: tuple[int
 
 def tfdata_training(setting: Setting, index: FolderIndex, progress: bool = True) -> TrainingData:
     """The ``tfdata`` pipeline: decode once (into memory, a file, or only to check), reshuffle (and augment)
-    every epoch; see :mod:`mnist_folders.image_cache` for the ``cache`` modes."""
+    every epoch; see :mod:`mnist_folders.data.image_cache` for the ``cache`` modes."""
     mode, why = choose_mode(setting, len(index))
     split = _decoded_split(setting, index, mode, progress)
     train_y, val_y = split.train_y, split.val_y

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # file output only; must precede pyplot's import
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .atomic import atomic_path  # noqa: E402
+from ..atomic import atomic_path  # noqa: E402
 
 CAPTION_WIDTH = 24  # characters per caption line under an image
 

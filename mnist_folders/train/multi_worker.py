@@ -40,7 +40,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from .errors import SettingError, TrainingError
+from ..errors import SettingError, TrainingError
 
 
 @dataclass

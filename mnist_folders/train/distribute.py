@@ -7,7 +7,7 @@
   global batch (``batch_size``) is split across the replicas.
 * ``multi_worker``: ``MultiWorkerMirroredStrategy`` over the processes that
   the ``TF_CONFIG`` environment variable lists (one device each), trained by
-  :mod:`mnist_folders.multi_worker`'s loop.
+  :mod:`mnist_folders.train.multi_worker`'s loop.
 * ``auto``: ``multi_worker`` when ``TF_CONFIG`` lists two or more workers,
   else ``mirrored`` with two or more GPUs, else ``one_device``.
 
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import SettingError
+from ..errors import SettingError
 from .multi_worker import Role, role_from_environment
-from .settings import Setting
+from ..settings import Setting
 
 LOGICAL_CPUS = 2  # replicas of mirrored on a machine without GPUs
 

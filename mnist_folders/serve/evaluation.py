@@ -8,11 +8,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from . import artifacts, calibration, plots
-from .decoding import decode_chunks
-from .folders import index_tree
+from . import calibration
+from .. import artifacts, plots
+from ..data.decoding import decode_chunks
+from ..data.folders import index_tree
 from .prediction import predict_probabilities
-from .settings import Setting
+from ..settings import Setting
 
 
 @dataclass

@@ -12,21 +12,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import artifacts, calibration, dtype_policy, locking, multi_worker, plots, schedules
+from . import dtype_policy, multi_worker, schedules
+from .. import artifacts, locking, plots
+from ..serve import calibration
 from .callbacks import EpochCheckpoint, StopRule, training_callbacks
-from .decoding import decode_chunks, decode_images
+from ..data.decoding import decode_chunks, decode_images
 from .distribute import strategy_for
 from .multi_worker import Role
-from .errors import CheckpointError, DatasetError, TrainingError
-from .folders import FolderIndex, find_class_names, index_tree
-from .image_cache import remove_cache
-from .images import is_colour, lighter_borders
+from ..errors import CheckpointError, DatasetError, TrainingError
+from ..data.folders import FolderIndex, find_class_names, index_tree
+from ..data.image_cache import remove_cache
+from ..data.images import is_colour, lighter_borders
 from .models import build_model
-from .names import display
-from .pipeline import TrainingData, training_data
-from .prediction import predict_probabilities
+from ..names import display
+from ..data.pipeline import TrainingData, training_data
+from ..serve.prediction import predict_probabilities
 from .transfer import initialise_from
-from .settings import Setting, options
+from ..settings import Setting, options
 
 # Settings a resumed run must keep: they define the model, its inputs or its data.
 RESUME_FIXED = ("model", "backbone_weights", "init_from", "image_height", "image_width", "color_mode",
@@ -195,7 +197,7 @@ def calibrate(setting: Setting, index: FolderIndex, failed: list[tuple[str, str]
 
     The validation images are those training held out (``setting.val_path``,
     or the same split of the readable files; at most :data:`CALIBRATION_IMAGES`
-    of them, a seeded choice); see :mod:`mnist_folders.calibration`.
+    of them, a seeded choice); see :mod:`mnist_folders.serve.calibration`.
     Returns the line to log.
     """
     if setting.val_path is not None:
@@ -232,9 +234,9 @@ def calibrate(setting: Setting, index: FolderIndex, failed: list[tuple[str, str]
 
 
 def lr_find(setting: Setting, progress: bool = True, strict: bool = False, log=print):
-    """``--mode lr_find``: the learning-rate sweep of :mod:`mnist_folders.lr_finder` on the training subset.
+    """``--mode lr_find``: the learning-rate sweep of :mod:`mnist_folders.train.lr_finder` on the training subset.
 
-    Returns the :class:`~mnist_folders.lr_finder.LRSweep`. Raises as :func:`train` does for the data.
+    Returns the :class:`~mnist_folders.train.lr_finder.LRSweep`. Raises as :func:`train` does for the data.
     """
     from .lr_finder import find_learning_rate
 

@@ -3,7 +3,7 @@
 A process that only predicts starts in a fraction of a second this way
 (TensorFlow's import alone takes about 2 s; see bench/README.md). The graph
 holds the scaling, the inversion rule and the temperature (see
-:mod:`mnist_folders.deploy`); this module reads the files with Pillow at the
+:mod:`mnist_folders.serve.deploy`); this module reads the files with Pillow at the
 size and colour mode of ``preprocessing.json`` and feeds the pixels.
 
 Imports NumPy, the chosen runtime and this package's light modules only.
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifacts
-from .errors import CheckpointError
-from .names import display
+from .. import artifacts
+from ..errors import CheckpointError
+from ..names import display
 
 RUNTIMES = {"onnx": "model.onnx", "tflite": "model.tflite", "tflite_int8": "model_int8.tflite"}
 BATCH = 256  # images per call: larger batches gain nothing on CPU (bench/export_parity.py)

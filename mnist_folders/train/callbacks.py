@@ -14,14 +14,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from . import artifacts, schedules
+from . import schedules
+from .. import artifacts
 
 
 KILL_AT_ENV = "MNIST_FOLDERS_KILL_AT"
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """After each epoch: best weights (see :func:`mnist_folders.schedules.best_epoch`), the full model, the history.
+    """After each epoch: best weights (:func:`mnist_folders.train.schedules.best_epoch`), the full model, the
+    history.
 
     Keras' ``ModelCheckpoint`` and ``CSVLogger`` write in place; this writes
     every file atomically (temporary file, then rename), so a kill at any
@@ -97,7 +99,7 @@ def learning_rate_schedule(setting: Any,
     """The per-epoch learning-rate callback of ``setting`` (``None`` when constant).
 
     A function of the epoch index and the completed epochs' ``history`` only
-    (:func:`mnist_folders.schedules.learning_rate_at`), so a resumed run
+    (:func:`mnist_folders.train.schedules.learning_rate_at`), so a resumed run
     continues the same schedule.
     """
     if setting.lr_schedule == "constant" and setting.lr_decay >= 1.0 and not setting.warmup_epochs:
@@ -106,7 +108,7 @@ def learning_rate_schedule(setting: Any,
 
 
 class StopRule(keras.callbacks.Callback):
-    """Stop when :func:`mnist_folders.schedules.should_stop` says so, or at the wall-clock deadline.
+    """Stop when :func:`mnist_folders.train.schedules.should_stop` says so, or at the wall-clock deadline.
 
     Reads the history that :class:`EpochCheckpoint` keeps (restored on
     resume), so the patience count survives a kill.

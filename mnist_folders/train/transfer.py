@@ -11,8 +11,8 @@ fresh initialisation and the run says so.
 from pathlib import Path
 from typing import Any
 
-from .errors import SettingError
-from .names import display
+from ..errors import SettingError
+from ..names import display
 
 
 def load_source(path: Path) -> Any:
@@ -21,8 +21,8 @@ def load_source(path: Path) -> Any:
     Raises:
         SettingError: missing or unreadable source.
     """
-    from . import artifacts
-    from .errors import CheckpointError
+    from .. import artifacts
+    from ..errors import CheckpointError
 
     if path.is_dir():
         try:

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .atomic import remove_stale_temporaries, write_bytes
+from ..atomic import remove_stale_temporaries, write_bytes
 
 _CHUNK = 2000  # images per task: large enough to amortise pickling, small enough for a live progress bar
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IdxFormatError
+from ..errors import IdxFormatError
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
