@@ -182,3 +182,14 @@ def test_reliability_bins_count_every_image_once():
     assert confidence[5] == pytest.approx(0.575) and accuracy[5] == 0.5 and accuracy[8] == 1.0
     assert calibration.expected_calibration_error(p, np.array([0, 1, 0, 1]), bins=10) == pytest.approx(
         (2 * 0.075 + 0.1 + 0.05) / 4)
+
+
+def test_export_of_a_directory_without_weights_is_one_line(exported, tmp_path):
+    model_dir = tmp_path / "m"
+    shutil.copytree(exported, model_dir)
+    (model_dir / "best.weights.h5").unlink()
+    result = run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), check=False)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    assert sorted(p.name for p in (model_dir / "export").iterdir()) == sorted(
+        p.name for p in (exported / "export").iterdir())  # the previous export is left as it was

@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import artifacts
 from ..atomic import atomic_path, write_bytes, write_text
-from ..errors import DatasetError
+from ..errors import CheckpointError, DatasetError
 from ..data.images import SCALE
 from ..names import display
 from ..settings import Setting
@@ -63,11 +63,20 @@ class ExportResult:
 
 
 def weights_digest(model_dir: Path) -> str:
-    """SHA-256 of ``best.weights.h5`` (hex): an export records it to tell when it is out of date."""
+    """SHA-256 of ``best.weights.h5`` (hex): an export records it to tell when it is out of date.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable.
+    """
     digest = hashlib.sha256()
-    with open(model_dir / artifacts.BEST_WEIGHTS, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    path = model_dir / artifacts.BEST_WEIGHTS
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise CheckpointError(f"{display(path)}: no trained weights to export or check against "
+                              f"({exc.strerror or exc})") from None
     return digest.hexdigest()
 
 

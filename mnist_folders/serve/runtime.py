@@ -11,6 +11,7 @@ Imports NumPy, the chosen runtime and this package's light modules only.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -36,7 +37,8 @@ class ExportedModel:
     Raises (from the constructor):
         CheckpointError: no export, an export of other weights than the
             model's ``best.weights.h5`` (exported before a new training), or
-            a runtime that is not installed.
+            a runtime that is not installed. The runtime's session itself is
+            made on the first :meth:`predict`.
     """
 
     def __init__(self, model_dir: Path, runtime: str = "onnx"):
@@ -55,21 +57,26 @@ class ExportedModel:
         if self.preprocessing.get("source_weights_sha256") != weights_digest(Path(model_dir)):
             raise CheckpointError(f"{display(folder)}: exported from an earlier training run of this model "
                                   "directory; run --mode export again")
-        self._run = self._onnx() if runtime == "onnx" else self._tflite()
+        library = "onnxruntime" if runtime == "onnx" else "ai_edge_litert"
+        if importlib.util.find_spec(library) is None:
+            raise CheckpointError(f"{library} is not installed (pip install -r requirements.txt), "
+                                  "or predict with --runtime keras")
+        self._run = None  # the session, made on the first predict: choosing a runtime needs only the checks
+
+    def _session(self):
+        if self._run is None:
+            self._run = self._onnx() if self.runtime == "onnx" else self._tflite()
+        return self._run
 
     def _onnx(self):
-        try:
-            import onnxruntime
-        except ImportError:
-            raise CheckpointError("onnxruntime is not installed (pip install onnxruntime)") from None
+        import onnxruntime
+
         session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
         return lambda images: session.run(["probabilities"], {"images": images})[0]
 
     def _tflite(self):
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise CheckpointError("LiteRT is not installed (pip install ai-edge-litert)") from None
+        from ai_edge_litert.interpreter import Interpreter
+
         runner = Interpreter(model_path=str(self.path)).get_signature_runner("serve")
         return lambda images: runner(images=images)["probabilities"]
 
@@ -80,7 +87,7 @@ class ExportedModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """``(N, K)`` float32 probabilities for ``(N, H, W, C)`` uint8 images, :data:`BATCH` at a time."""
-        parts = [np.zeros((0, len(self.class_names)), dtype=np.float32)]
+        run, parts = self._session(), [np.zeros((0, len(self.class_names)), dtype=np.float32)]
         for start in range(0, len(images), BATCH):
-            parts.append(np.asarray(self._run(np.ascontiguousarray(images[start : start + BATCH])), dtype=np.float32))
+            parts.append(np.asarray(run(np.ascontiguousarray(images[start : start + BATCH])), dtype=np.float32))
         return np.concatenate(parts)
