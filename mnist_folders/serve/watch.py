@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import artifacts
 from ..atomic import atomic_path
 from ..errors import DatasetError
 from ..data.folders import list_files
@@ -148,7 +149,7 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
     folder = setting.predict_path
     if not folder.is_dir():
         raise DatasetError(f"{display(folder)}: no such folder to watch")
-    csv_path = Path(output) if output else setting.model_path / "predictions.csv"
+    csv_path = Path(output) if output else setting.model_path / artifacts.PREDICTIONS
     state = WatchState(done=read_done(csv_path, csv_header(min(TOP_K, len(predictor.class_names)))))
     stop = stop or threading.Event()
     handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
