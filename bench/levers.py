@@ -5,7 +5,9 @@ The base configuration is the library's default training: ``cnn_64_128_256``,
 the ``tfdata`` in-memory pipeline (:func:`mnist_folders.data.pipeline.tfdata_training`,
 fed with real MNIST arrays from the IDX files instead of decoded PNGs),
 batch 256, RMSprop 0.002, the library's training callbacks, in
-``mixed_bfloat16`` (the default on this CPU) and in float32. Each lever
+``mixed_bfloat16`` (the default on this CPU) and in float32, one step per
+execution (the library runs 16 since this script measured that lever:
+:func:`mnist_folders.train.training.steps_per_execution`). Each lever
 changes one thing:
 
 - ``spe N``: ``model.compile(steps_per_execution=N)``;

@@ -8,10 +8,10 @@
    automatic model at this size), for ``memory``, ``disk`` and ``none``, and
    the ``idg`` pipeline at 1x for comparison with ``none``.
 2. Larger than memory: ``--big`` images at 160x160x3 (16 GB decoded at the
-   default 210,000), one pass of the training pipeline (decode or cache,
-   then every batch of an epoch, scaled to float32, as ``fit`` receives
-   them) for ``disk`` and ``none``: peak RSS and images/s. The pipeline
-   alone: a model epoch over 16 GB of images takes hours on 2 cores.
+   default 210,000): one epoch of ``--mode train --model cnn_fast`` with
+   ``disk`` and with ``none``: peak RSS, the decode / cache pass and the
+   epoch's images/s. (The reference model would take hours per epoch at this
+   size on 2 cores; what is measured is that memory stays flat.)
 3. ``strategy``: one epoch of the reference model on ``--mw-images`` MNIST
    images with one process, ``mirrored`` over two logical CPU devices, and
    two ``multi_worker`` processes on loopback ports (on 2 shared cores no
@@ -20,7 +20,10 @@
 Peak RSS: the largest of the command's process and its worker processes
 (``ru_maxrss`` of the children, as bench/memory.py).
 
-    python bench/scale.py [--base 3000] [--big 210000] [--mw-images 10000]
+    python bench/scale.py [--base 3000] [--factors 1,4,16] [--rounds 1] [--big 210000] [--mw-images 10000]
+                          [--parts cache,big,strategy] [--work DIR]
+
+``--work DIR`` keeps the generated trees there and reuses them on the next run.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -83,38 +87,6 @@ def train(data: Path, work: Path, flags: list[str], epochs: int = 2) -> tuple[fl
     return rss, epoch_rate(model_dir, epochs), time.perf_counter() - started
 
 
-PIPELINE_PASS = """
-import sys, time
-sys.path.insert(0, {repo!r})
-from pathlib import Path
-from mnist_folders.data.folders import index_tree, find_class_names
-from mnist_folders.data.pipeline import training_data
-from mnist_folders.settings import Setting
-root, mode, work = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-setting = Setting(train_dir=str(root / "train"), model_dir=work, image_height={size}, image_width={size},
-                  color_mode="rgb", batch_size=256, cache=mode, model="cnn_fast", rotation_range=0.0,
-                  shift_range=0.0)
-started = time.perf_counter()
-data = training_data(setting, index_tree(root / "train", find_class_names(root / "train")), progress=False)
-ready = time.perf_counter()
-data.set_epoch(0)
-seen = sum(int(x.shape[0]) for x, _ in data.train)
-print(seen, ready - started, time.perf_counter() - ready)
-"""
-
-
-def pipeline_pass(data: Path, mode: str, work: Path, size: int) -> tuple[float, float, float]:
-    """``(peak RSS MiB, seconds to decode or cache, images/s of one epoch of batches)``."""
-    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], check=True, capture_output=True, "
-             "text=True); print(r.stdout.strip(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    code = PIPELINE_PASS.format(repo=str(REPO), size=size)
-    folder = tempfile.mkdtemp(dir=work)
-    out = subprocess.run([sys.executable, "-c", probe, sys.executable, "-c", code, str(data), mode, folder],
-                         capture_output=True, text=True, check=True).stdout.split()
-    seen, prepare, epoch, rss_kib = int(out[0]), float(out[1]), float(out[2]), int(out[3])
-    return rss_kib / 1024, prepare, seen / epoch
-
-
 def two_workers(data: Path, work: Path, flags: list[str]) -> tuple[float, float]:
     """``(images/s of epoch 1 on the chief, wall seconds)`` of two multi_worker processes on loopback ports."""
     ports = []
@@ -139,46 +111,62 @@ def two_workers(data: Path, work: Path, flags: list[str]) -> tuple[float, float]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=int, default=3000, help="images at 1x (96x96)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each cache mode per size (median)")
+    parser.add_argument("--factors", default="1,4,16", help="sizes of the cache part, in multiples of --base")
     parser.add_argument("--big", type=int, default=210_000, help="images at 160x160 (0: skip)")
     parser.add_argument("--mw-images", type=int, default=10000)
     parser.add_argument("--parts", default="cache,big,strategy")
+    parser.add_argument("--work", help="keep the generated trees here and reuse them (default: a temporary folder)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     machine, gflops = machine_line(), sgemm_gflops()
     data, text = {"gflops": gflops}, [f"float32 GEMM {gflops:.0f} GFLOP/s in this run"]
     with tempfile.TemporaryDirectory(dir=REPO / "bench") as tmp:
         work = Path(tmp)
+        trees = Path(args.work) if args.work else work
+
+        def tree_of(name: str, count: int, size: int) -> Path:
+            tree = trees / name
+            if not (tree / "train").is_dir() or sum(1 for _ in (tree / "train").rglob("*.png")) != count:
+                shutil.rmtree(tree, ignore_errors=True)
+                build_tree(tree, count, size)
+            return tree
+
         if "cache" in parts:
-            lines = ["| images (decoded) | pipeline / cache | peak RSS (MiB) | images/s, epoch 2 | vs memory "
-                     "| wall s |", "|---:|---|---:|---:|---:|---:|"]
-            for factor in (1, 4, 16):
+            lines = ["| images (decoded) | pipeline / cache | peak RSS (MiB) | images/s, epoch 2 (median, min-max) "
+                     "| vs memory | wall s |", "|---:|---|---:|---:|---:|---:|"]
+            for factor in (int(f) for f in args.factors.split(",")):
                 count = args.base * factor
-                tree = work / f"x{factor}"
-                build_tree(tree, count, 96)
+                tree = tree_of(f"x{factor}_{count}", count, 96)
                 decoded = count * 96 * 96 * 3 / 2**30
                 runs = [("memory", ["--cache", "memory"]), ("disk", ["--cache", "disk"]),
-                        ("none", ["--cache", "none"])] + ([("idg", ["--pipeline", "idg"])] if factor == 1 else [])
-                rates = {}
-                for name, flags in runs:
-                    rss, rate, wall = train(tree, work, [*flags, "--model", "cnn_fast"])
-                    rates[name] = rate
-                    data[f"{factor}x/{name}"] = {"images": count, "rss_mib": rss, "images_per_s": rate, "wall_s": wall}
+                        ("none", ["--cache", "none"])] + ([("idg", ["--pipeline", "idg"])] if factor <= 4 else [])
+                results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in runs}
+                for _ in range(args.rounds):  # alternating, so a slow spell of the machine touches every mode
+                    for name, flags in runs:
+                        results[name].append(train(tree, work, [*flags, "--model", "cnn_fast"]))
+                base = float(np.median([r[1] for r in results["memory"]]))
+                for name, _ in runs:
+                    rss, rate, wall = (np.median([r[k] for r in results[name]]) for k in range(3))
+                    low, high = min(r[1] for r in results[name]), max(r[1] for r in results[name])
+                    data[f"{factor}x/{name}"] = {"images": count, "rss_mib": rss, "images_per_s": rate, "wall_s": wall,
+                                                 "runs": results[name]}
                     lines.append(f"| {count:,} ({decoded:.2f} GiB) | {name} | {rss:,.0f} | {rate:,.0f} "
-                                 f"| {rate / rates['memory']:.2f}x | {wall:.0f} |")
+                                 f"({low:,.0f}-{high:,.0f}) | {rate / base:.2f}x | {wall:.0f} |")
                     print(lines[-1], flush=True)
-            text += ["", "`--mode train --epochs 2`, cnn_fast, 96x96 RGB PNG (images/s of epoch 2):", "", *lines]
+            text += ["", f"`--mode train --epochs 2`, cnn_fast, 96x96 RGB PNG (images/s of epoch 2, {args.rounds} "
+                     "run(s) of each):", "", *lines]
         if "big" in parts and args.big:
-            tree = work / "big"
-            build_tree(tree, args.big, 160)
+            tree = tree_of(f"big_{args.big}", args.big, 160)
             decoded = args.big * 160 * 160 * 3 / 2**30
-            lines = ["| images (decoded) | cache | peak RSS (MiB) | decode / cache s | images/s, one epoch of batches |",
-                     "|---:|---|---:|---:|---:|"]
+            lines = ["| images (decoded) | cache | peak RSS (MiB) | images/s, the epoch | wall s (process start to "
+                     "exit) |", "|---:|---|---:|---:|---:|"]
             for mode in ("disk", "none"):
-                rss, prepare, rate = pipeline_pass(tree, mode, work, 160)
-                data[f"big/{mode}"] = {"images": args.big, "rss_mib": rss, "prepare_s": prepare, "images_per_s": rate}
-                lines.append(f"| {args.big:,} ({decoded:.1f} GiB) | {mode} | {rss:,.0f} | {prepare:.0f} | {rate:,.0f} |")
+                rss, rate, wall = train(tree, work, ["--cache", mode, "--model", "cnn_fast"], epochs=1)
+                data[f"big/{mode}"] = {"images": args.big, "rss_mib": rss, "images_per_s": rate, "wall_s": wall}
+                lines.append(f"| {args.big:,} ({decoded:.1f} GiB) | {mode} | {rss:,.0f} | {rate:,.0f} | {wall:.0f} |")
                 print(lines[-1], flush=True)
-            text += ["", "The training pipeline alone, 160x160 RGB PNG, batch 256:", "", *lines]
+            text += ["", "One epoch of `--mode train --model cnn_fast`, 160x160 RGB PNG, batch 256:", "", *lines]
         if "strategy" in parts:
             mnist = work / "mnist"
             subprocess.run([sys.executable, str(REPO / "parse_mnist.py"), "--out", str(mnist), "--limit",
@@ -195,7 +183,9 @@ def main() -> int:
                      f"| {mirrored[2]:.0f} |",
                      f"| multi_worker (2 processes) | {workers[0]:,.0f} | {workers[0] / one[1]:.2f}x "
                      f"| {workers[1]:.0f} |"]
-    save("scale", machine, "\n".join(text), data)
+    # One file per part run alone (results/scale_big.md, ...), so separate runs do not overwrite each other.
+    save("scale" if parts >= {"cache", "big", "strategy"} else "scale_" + "_".join(sorted(parts)), machine,
+         "\n".join(text), data)
     return 0
 
 

@@ -49,7 +49,7 @@ def worker(name: str, target: float, max_epochs: int, data_dir: str, seed: int) 
     from mnist_folders.data.pipeline import training_data
     from mnist_folders.settings import Setting
     from mnist_folders.train.callbacks import training_callbacks
-    from mnist_folders.train.training import resolve_settings
+    from mnist_folders.train.training import resolve_settings, steps_per_execution
 
     setting = Setting(data_dir=data_dir, epochs=max_epochs, seed=seed, **SETTINGS[name])
     index = index_tree(setting.train_path)
@@ -74,6 +74,7 @@ def worker(name: str, target: float, max_epochs: int, data_dir: str, seed: int) 
                 self.model.stop_training = True
 
     callbacks = training_callbacks(setting, data.set_epoch, StopAtTarget())
+    model.steps_per_execution = steps_per_execution(data.steps_per_epoch)  # as train() runs fit
     model.fit(data.train, epochs=max_epochs, callbacks=callbacks, verbose=0, shuffle=False)
     last = log["epochs"][-1]
     print(json.dumps({"model": setting.model, "batch_size": setting.batch_size, "dtype_policy": dtype_policy.resolve(

@@ -44,8 +44,12 @@ CONFIGS = {
 REFERENCE = "tutorial: idg rgb b32 fp32"
 
 
-def worker(pipeline: str, color_mode: str, batch: int, policy: str, images: int, data_dir: str) -> None:
-    """One measurement, in its own process: print the timed epoch's images/s and the model's FLOPs/image."""
+def worker(pipeline: str, color_mode: str, batch: int, policy: str, images: int, data_dir: str,
+           tutorial: bool = False) -> None:
+    """One measurement, in its own process: print the timed epoch's images/s and the model's FLOPs/image.
+
+    Every configuration but the ``tutorial`` one runs as ``train()`` does, with
+    its steps per execution; the tutorial's ``fit`` runs one step per call."""
     from mnist_folders import cli
 
     cli.quiet_tensorflow()
@@ -59,6 +63,7 @@ def worker(pipeline: str, color_mode: str, batch: int, policy: str, images: int,
     from mnist_folders.data.images import scale
     from mnist_folders.data.pipeline import idg_training, tfdata_training
     from mnist_folders.settings import Setting
+    from mnist_folders.train.training import steps_per_execution
 
     keras.utils.set_random_seed(1)
     dtype_policy.apply(policy)
@@ -75,6 +80,9 @@ def worker(pipeline: str, color_mode: str, batch: int, policy: str, images: int,
         train = data.train.repeat() if pipeline == "tfdata" else data.train
         fit_args = dict(x=train, steps_per_epoch=steps)
     model = build_model("cnn_64_128_256", setting.input_shape, 10, "rmsprop", 0.001)
+    if not tutorial:  # as train() runs it: steps per execution from a full epoch of the training subset
+        model.steps_per_execution = steps_per_execution(-(-round(len(index) * (1 - setting.validation_split))
+                                                          // batch))
     times = []
     timer = keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
@@ -88,7 +96,8 @@ def worker(pipeline: str, color_mode: str, batch: int, policy: str, images: int,
 def measure(name: str, images: int, data_dir: str) -> dict:
     pipeline, color_mode, batch, policy = CONFIGS[name]
     out = subprocess.run([sys.executable, __file__, "--worker", pipeline, color_mode, str(batch), policy,
-                          str(images), data_dir], capture_output=True, text=True, check=True)
+                          str(images), data_dir, str(int(name == REFERENCE))], capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -98,11 +107,11 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=12800, help="images in the timed epoch")
     parser.add_argument("--data-dir", default=str(REPO / "mnist_data"), help="the exported PNG tree")
     parser.add_argument("--only", help="comma-separated configuration names")
-    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        pipeline, color_mode, batch, policy, images, data_dir = args.worker
-        worker(pipeline, color_mode, int(batch), policy, int(images), data_dir)
+        pipeline, color_mode, batch, policy, images, data_dir, tutorial = args.worker
+        worker(pipeline, color_mode, int(batch), policy, int(images), data_dir, tutorial == "1")
         return 0
     names = args.only.split(",") if args.only else list(CONFIGS)
     if REFERENCE not in names:

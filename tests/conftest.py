@@ -18,10 +18,21 @@ SUBSET = 5000
 EPOCHS = 3
 
 
+def _no_export(args: tuple[str, ...], export: bool) -> tuple[str, ...]:
+    """``args`` with ``--format none`` added to a training run that names no format, unless ``export``: the
+    ONNX export after training (about 2 s) is tested in test_deploy.py, not paid by every test that trains."""
+    if export or "--format" in args or "--mode" not in args:
+        return args
+    mode = args.index("--mode") + 1
+    return (*args, "--format", "none") if args[mode : mode + 1] == ("train",) else args
+
+
 def run_cli(*args: str, check: bool = True, cwd: Path | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``python <script> args...`` from the repository root and capture its output (``env``: extra variables)."""
+            env: dict[str, str] | None = None, export: bool = False) -> subprocess.CompletedProcess:
+    """Run ``python <script> args...`` from the repository root and capture its output (``env``: extra
+    variables; ``export``: keep the default export after training)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    args = _no_export(args, export)
     result = subprocess.run([sys.executable, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
@@ -31,6 +42,7 @@ def run_cli(*args: str, check: bool = True, cwd: Path | None = None,
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``python <script> args...`` in its own process group, so the whole group can be killed."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    args = _no_export(args, False)
     return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 

@@ -114,8 +114,15 @@ def test_export_of_a_non_digit_rgb_model(tmp_path):
                 Image.fromarray(rgb).resize(size).save(folder / f"{k}.png")
     model_dir = tmp_path / "model"
     common = ["--data-dir", str(tmp_path), "--model-dir", str(model_dir)]
-    run_cli(CLI, "--mode", "train", *common, "--image-height", "24", "--image-width", "40", "--color-mode", "rgb",
-            "--resize-method", "pad", "--model", "cnn_32_64_64", "--epochs", "2", "--quiet")
+    trained = run_cli(CLI, "--mode", "train", *common, "--image-height", "24", "--image-width", "40", "--color-mode",
+                      "rgb", "--resize-method", "pad", "--model", "cnn_32_64_64", "--epochs", "2", "--quiet",
+                      export=True)
+    # Training exported ONNX by default, so predict runs without TensorFlow straight away.
+    assert "onnx: " in trained.stdout and (model_dir / "export" / "model.onnx").is_file()
+    (tmp_path / "new").mkdir()
+    shutil.copy(next((tmp_path / "test" / "huit").iterdir()), tmp_path / "new" / "x.png")
+    predicted = run_cli(CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(tmp_path / "new"))
+    assert "(runtime onnx)" in predicted.stdout
     run_cli(CLI, "--mode", "export", *common, "--format", "savedmodel,onnx")
     assert json.loads((model_dir / "export" / "preprocessing.json").read_text())["input"]["shape"] == [None, 24, 40, 3]
     setting = artifacts.setting_for_model({"model_dir": str(model_dir), "data_dir": str(tmp_path)})
@@ -127,6 +134,18 @@ def test_export_of_a_non_digit_rgb_model(tmp_path):
 def test_unknown_export_format_is_a_usage_error():
     result = run_cli(CLI, "--mode", "export", "--format", "onnx,coreml", check=False)
     assert result.returncode == 2 and "unknown format 'coreml'" in result.stderr
+    result = run_cli(CLI, "--mode", "export", "--format", "none", check=False)
+    assert result.returncode == 2 and "nothing to export" in result.stderr
+
+
+def test_a_failed_export_after_training_is_one_line_and_keeps_the_training(tmp_path):
+    from mnist_folders.settings import Setting
+    from mnist_folders.train.training import export_after_training
+
+    lines = []
+    export_after_training(Setting(model_dir=str(tmp_path / "empty")), ("onnx",), lines.append)
+    assert len(lines) == 1 and lines[0].startswith("export after training failed (CheckpointError: ")
+    assert lines[0].endswith("predict runs on Keras; retry with --mode export")
 
 
 def test_training_fits_a_temperature_that_lowers_the_validation_nll(trained_model):

@@ -93,7 +93,7 @@ def _error_line(result: subprocess.CompletedProcess, code: int = 2) -> str:
 
 def _train_args(data_dir: Path, model_dir: Path, *extra: str) -> list[str]:
     return [CLI, "--mode", "train", "--data-dir", str(data_dir), "--model-dir", str(model_dir),
-            "--model", MODEL, "--batch-size", "32", "--quiet", *extra]
+            "--model", MODEL, "--batch-size", "32", "--quiet", "--format", "none", *extra]  # export: test_deploy
 
 
 def _predict_args(model_dir: Path, *extra: str, quiet: bool = True) -> list[str]:

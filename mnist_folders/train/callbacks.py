@@ -135,7 +135,9 @@ class KillAt(keras.callbacks.Callback):
     """Fault injection for the tests: SIGKILL this process at a chosen point of training.
 
     Enabled only by the environment variable ``MNIST_FOLDERS_KILL_AT``:
-    ``E:B`` kills after batch ``B`` (1-based) of epoch ``E`` (1-based);
+    ``E:B`` kills after batch ``B`` (1-based) of epoch ``E`` (1-based), or
+    after the first batch past it when ``fit`` runs several steps per
+    execution (batch callbacks then come once per execution);
     ``E:end`` after epoch ``E``'s checkpoint is written; ``E:history``
     (handled by :class:`EpochCheckpoint`) between writing epoch ``E``'s
     history row and its ``last.keras``.
@@ -153,7 +155,7 @@ class KillAt(keras.callbacks.Callback):
         self.current = epoch + 1
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.current == self.epoch and self.point == str(batch + 1):
+        if self.current == self.epoch and self.point.isdigit() and batch + 1 >= int(self.point):
             self._kill()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
