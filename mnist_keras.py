@@ -78,8 +78,12 @@ def main() -> int:
 
     chosen = chosen_values(args.config, {name: getattr(args, name) for name in options()})
     progress = not args.quiet
-    if args.mode == "lr_find":
+    if args.mode in ("train", "lr_find"):
         setting = Setting.from_dict(chosen, source=str(args.config or "settings"))
+        from mnist_folders.data.folders import training_class_names
+
+        training_class_names(setting.train_path, setting.class_names)  # a wrong path is said before TensorFlow loads
+    if args.mode == "lr_find":
         cli.quiet_tensorflow()
         from mnist_folders.train.training import lr_find
 
@@ -90,7 +94,6 @@ def main() -> int:
     if args.mode == "check":
         return check(Setting.from_dict(chosen, source=str(args.config or "settings")), args, progress)
     if args.mode == "train":
-        setting = Setting.from_dict(chosen, source=str(args.config or "settings"))
         cli.quiet_tensorflow()
         from mnist_folders.train.training import train
 

@@ -53,7 +53,7 @@ label_smoothing   model's own (0.0 for the reference model)      share of each t
 rotation_range    model's own (0.0 for the reference model)      augmentation: random rotation, degrees [[0, 180]]
 shift_range       model's own (0.0 for the reference model)      augmentation: random shift, fraction of the size [[0, 1)]
 zoom_range        model's own (0.0 for the reference model)      augmentation: random zoom, fraction [[0, 1)]
-runtime           auto                                           predict with keras (TensorFlow), or without TensorFlow from --mode export's files: onnx (onnxruntime), tflite or tflite_int8 (LiteRT); auto: onnx when a current export is there, else keras [auto, keras, onnx, tflite, tflite_int8]
+runtime           auto                                           predict with keras (TensorFlow), or without TensorFlow from --mode export's files: onnx (onnxruntime), tflite or tflite_int8 (LiteRT); auto: onnx when a current export is there (training writes model.onnx unless --format says otherwise), else keras [auto, keras, onnx, tflite, tflite_int8]
 min_confidence    0.0                                            predict: a top probability below this is written as class 'uncertain' (0: never) [[0, 1]]
 seed              1337                                           seeds Python, NumPy, TensorFlow and the shuffles [[0, 2147483647]]
 pipeline          tfdata                                         tfdata (decode once, in memory) or idg (ImageDataGenerator) [tfdata, idg]

@@ -83,7 +83,7 @@ def train(data: Path, work: Path, flags: list[str], epochs: int = 2) -> tuple[fl
     model_dir = Path(tempfile.mkdtemp(dir=work))
     started = time.perf_counter()
     rss = peak_rss_mb([sys.executable, CLI, "--mode", "train", "--data-dir", str(data), "--model-dir", str(model_dir),
-                       "--epochs", str(epochs), "--quiet", *flags])
+                       "--epochs", str(epochs), "--quiet", "--format", "none", *flags])
     return rss, epoch_rate(model_dir, epochs), time.perf_counter() - started
 
 

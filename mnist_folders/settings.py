@@ -226,7 +226,8 @@ class Setting:
     # ---- prediction ----
     runtime: str = option("auto", "predict with keras (TensorFlow), or without TensorFlow from --mode export's "
                           "files: onnx (onnxruntime), tflite or tflite_int8 (LiteRT); auto: onnx when a current "
-                          "export is there, else keras", "prediction", choices=RUNTIMES)
+                          "export is there (training writes model.onnx unless --format says otherwise), else "
+                          "keras", "prediction", choices=RUNTIMES)
     min_confidence: float = option(0.0, "predict: a top probability below this is written as class 'uncertain' "
                                    "(0: never)", "prediction", low=0.0, high=1.0)
     # ---- system ----
@@ -312,6 +313,12 @@ class Setting:
                     raise SettingError(f"{f.name} must be set. Received: {f.name}=None")
                 continue
             opt.check(f.name, value)
+        from .train.models import MODELS, too_small
+
+        spec = MODELS.get(self.model)
+        if spec is not None and min(self.image_height, self.image_width) < spec.min_size:
+            # Said before TensorFlow loads (a build would find it too, seconds later).
+            raise SettingError(too_small(self.model, self.image_height, self.image_width, spec.min_size))
         if self.pipeline == "idg" and self.resize_method != "stretch":
             raise SettingError(
                 f"resize_method={self.resize_method!r} needs pipeline='tfdata' (ImageDataGenerator only stretches)"

@@ -39,6 +39,22 @@ def run_cli(*args: str, check: bool = True, cwd: Path | None = None,
     return result
 
 
+# Runs a script in-process, then prints on its last stdout line whether TensorFlow was imported.
+_IN_PROCESS = ("import runpy, sys; sys.argv = sys.argv[1:]\n"
+               "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit as e:\n"
+               "    code = e.code\nelse:\n    code = 0\n"
+               "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow')\n"
+               "sys.exit(code)")
+
+
+def run_cli_watching_imports(*args: str, check: bool = True) -> tuple[subprocess.CompletedProcess, bool]:
+    """:func:`run_cli` with the script run in-process: ``(result, whether it imported TensorFlow)``."""
+    result = run_cli("-c", _IN_PROCESS, *args, check=check)
+    last = result.stdout.rstrip().rsplit("\n", 1)[-1]
+    assert last in ("tensorflow imported", "no tensorflow"), result.stdout
+    return result, last == "tensorflow imported"
+
+
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``python <script> args...`` in its own process group, so the whole group can be killed."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import EPOCHS, REPO, run_cli
+from conftest import EPOCHS, REPO, run_cli, run_cli_watching_imports
 from mnist_folders.artifacts import load_trained_model
 from mnist_folders.serve.prediction import predict_probabilities
 
@@ -135,6 +135,37 @@ def test_train_on_missing_folder_is_one_line(tmp_path):
     result = run_cli(CLI, "--mode", "train", "--train-dir", str(tmp_path / "nope"), "--model-dir",
                      str(tmp_path / "m"), check=False)
     assert result.returncode == 2 and "nope: folder not found" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["train", "lr_find", "check"])
+def test_usage_errors_come_before_tensorflow_loads(tmp_path, small_data, mode):
+    # The common mistakes (a wrong path, a tree without classes, an image size the model cannot take) are
+    # said in one line without importing TensorFlow (seconds of start-up), and leave no model directory.
+    model_dir = str(tmp_path / "m")
+    for args, message in [(["--data-dir", str(tmp_path / "nope")], "nope/train: folder not found"),
+                          (["--train-dir", str(small_data / "tmp")], "tmp: no class sub-folders"),
+                          (["--data-dir", str(small_data), "--model", "cnn_64_128_256", "--image-height", "17"],
+                           "image size 17x28 is too small for model 'cnn_64_128_256'; the smallest that works is "
+                           "18x18")]:
+        if mode == "check" and "--image-height" in args:
+            continue  # check decodes at any size
+        result, tensorflow = run_cli_watching_imports(CLI, "--mode", mode, "--model-dir", model_dir, *args,
+                                                      check=False)
+        assert result.returncode == 2 and result.stderr.startswith("error: ")
+        assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert not tensorflow and not (tmp_path / "m").exists()
+
+
+def test_every_model_states_its_smallest_input():
+    from mnist_folders.errors import SettingError
+    from mnist_folders.train.models import MODELS, build_model, smallest_input
+
+    for name, spec in MODELS.items():
+        assert spec.min_size == smallest_input(name, 3, 10), name
+    # Below it, a build (the path of model = "auto") says the same as the settings check.
+    with pytest.raises(SettingError, match=r"^image size 17x40 is too small for model 'cnn_64_128_256'; the smallest "
+                                           r"that works is 18x18$"):
+        build_model("cnn_64_128_256", (17, 40, 1), 10)
 
 
 def test_resume_continues_from_the_next_epoch_with_the_idg_pipeline(small_data, tmp_path):

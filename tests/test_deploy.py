@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_cli_watching_imports
 from mnist_folders import artifacts
 from mnist_folders.serve import calibration, parity
 
@@ -53,14 +53,10 @@ def test_onnx_runtime_gives_the_keras_csv_without_importing_tensorflow(exported,
     folder = str(small_data / "tmp")
     run_cli(CLI, "--mode", "predict", "--model-dir", str(exported), "--input", folder, "--runtime", "keras",
             "--output", str(tmp_path / "keras.csv"), "--quiet")
-    # The CLI in-process, then a look at what it imported.
-    code = ("import runpy, sys; sys.argv = sys.argv[1:]\n"
-            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit as e:\n"
-            "    assert not e.code, e.code\n"
-            "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow')")
-    result = run_cli("-c", code, CLI, "--mode", "predict", "--model-dir", str(exported), "--input", folder,
-                     "--output", str(tmp_path / "onnx.csv"), "--quiet")  # runtime auto: the current export
-    assert "(runtime onnx)" in result.stdout and result.stdout.rstrip().endswith("no tensorflow")
+    result, tensorflow = run_cli_watching_imports(CLI, "--mode", "predict", "--model-dir", str(exported), "--input",
+                                                  folder, "--output", str(tmp_path / "onnx.csv"),
+                                                  "--quiet")  # runtime auto: the current export
+    assert "(runtime onnx)" in result.stdout and not tensorflow
     keras_rows, onnx_rows = _rows(tmp_path / "keras.csv"), _rows(tmp_path / "onnx.csv")
     assert len(onnx_rows) == 11 and onnx_rows[0] == keras_rows[0]
     for k, o in zip(keras_rows[1:], onnx_rows[1:]):

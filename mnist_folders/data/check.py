@@ -71,7 +71,7 @@ from .. import artifacts
 from ..atomic import write_text
 from .decoding import PARALLEL_MIN_FILES, decode_images
 from ..errors import DatasetError
-from .folders import FolderIndex, index_tree, list_files
+from .folders import FolderIndex, find_class_names, index_tree, list_files
 from .images import IMAGE_EXTENSIONS, ImageReadError, decode
 from ..names import display, safe_cell
 from ..settings import Setting
@@ -779,6 +779,7 @@ def run_check(setting: Setting, *, strict: bool = False, quarantine: str | Path 
         CheckpointError: the model directory is not writable.
     """
     model_dir = setting.model_path
+    find_class_names(setting.train_path)  # a missing train tree is an error, before anything is written
     artifacts.ensure_writable(model_dir)
     split_roots = [p for p in (setting.train_path, setting.test_path, setting.predict_path, setting.val_path)
                    if p is not None and p.is_dir()]

@@ -100,6 +100,23 @@ def find_class_names(root: str | Path) -> list[str]:
     return names
 
 
+def training_class_names(root: str | Path, class_names: list[str] | None = None) -> list[str]:
+    """The classes a training tree is read with: ``class_names`` when given, else its sub-folders, sorted.
+
+    Cheap (one directory listing), so that the CLI can say what is wrong
+    with the tree before TensorFlow loads.
+
+    Raises:
+        DatasetError: ``root`` is not a folder, has no class sub-folders, or
+            there are fewer than 2 classes.
+    """
+    found = find_class_names(root)
+    names = class_names or found
+    if len(names) < 2:
+        raise DatasetError(f"{root}: only one class folder {names}; a classifier needs at least 2")
+    return names
+
+
 def list_files(folder: str | Path) -> tuple[list[str], list[str]]:
     """Every file under ``folder`` (sub-folders included) in Keras' listing order, and what is left out.
 

@@ -35,6 +35,7 @@ class ModelSpec:
     dtype_policy: str = "float32"
     published: str = ""
     backbone: bool = False  # a Keras Applications backbone: takes the backbone_weights setting
+    min_size: int = 1  # pixels: the smallest image height and width it builds with (= smallest_input, a test)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -42,12 +43,12 @@ MODELS: dict[str, ModelSpec] = {
     # bfloat16 where the CPU has it: the fastest settings measured that keep the
     # tutorial settings' test accuracy (bench/default_candidates.py, bench/README.md).
     "cnn_64_128_256": ModelSpec("cnn_64_128_256", "rmsprop", 8, 256, learning_rate=0.002, dtype_policy="auto",
-                                published="98.95 %"),
+                                published="98.95 %", min_size=18),
     "mlp": ModelSpec("mlp", "adam", 10, 200, published="98.09-98.17 %"),
-    "cnn_small": ModelSpec("cnn_small", "adam", 10, 200, published="98.97-99.05 %"),
-    "cnn_large": ModelSpec("cnn_large", "adam", 10, 200, published="99.18 %"),
-    "cnn_64_32": ModelSpec("cnn_64_32", "adam", 3, 32, published="97.68 %"),
-    "cnn_32_64_64": ModelSpec("cnn_32_64_64", "rmsprop", 10, 200, published="99.27 %"),
+    "cnn_small": ModelSpec("cnn_small", "adam", 10, 200, published="98.97-99.05 %", min_size=6),
+    "cnn_large": ModelSpec("cnn_large", "adam", 10, 200, published="99.18 %", min_size=12),
+    "cnn_64_32": ModelSpec("cnn_64_32", "adam", 3, 32, published="97.68 %", min_size=5),
+    "cnn_32_64_64": ModelSpec("cnn_32_64_64", "rmsprop", 10, 200, published="99.27 %", min_size=4),
     # Label smoothing 0.1: on 1,000 MNIST images 97.11 % against 96.86 % without (bench/README.md).
     "strong": ModelSpec("strong", "adam", 30, 64, learning_rate=0.002, lr_decay=0.9, label_smoothing=0.1,
                         rotation_range=10.0, shift_range=0.1, zoom_range=0.1, published=">= 99.6 % (target)"),
@@ -55,9 +56,9 @@ MODELS: dict[str, ModelSpec] = {
     "cnn_fast": ModelSpec("cnn_fast", "adam", 30, 64, learning_rate=0.002, rotation_range=10.0, shift_range=0.1,
                           zoom_range=0.1, dtype_policy="auto"),
     "mobilenet_v3_small": ModelSpec("mobilenet_v3_small", "adam", 30, 64, learning_rate=0.001, rotation_range=10.0,
-                                    shift_range=0.1, zoom_range=0.1, backbone=True),
+                                    shift_range=0.1, zoom_range=0.1, backbone=True, min_size=32),
     "efficientnet_b0": ModelSpec("efficientnet_b0", "adam", 30, 32, learning_rate=0.001, rotation_range=10.0,
-                                 shift_range=0.1, zoom_range=0.1, backbone=True),
+                                 shift_range=0.1, zoom_range=0.1, backbone=True, min_size=32),
 }
 
 
@@ -115,9 +116,14 @@ def _build(name: str, input_shape: tuple[int, int, int], num_classes: int, backb
         if backbone_weights and spec.backbone and _builds(builder, input_shape, num_classes):
             raise SettingError(f"{backbone_weights}: does not fit {name} without its top "
                                f"({str(exc).splitlines()[0][:160]})") from None
-        smallest = smallest_input(name, input_shape[-1], num_classes)
-        raise SettingError(f"image size {input_shape[0]}x{input_shape[1]} is too small for model {name!r}; "
-                           f"the smallest that works is {smallest}x{smallest}") from None
+        raise SettingError(too_small(name, input_shape[0], input_shape[1],
+                                     smallest_input(name, input_shape[-1], num_classes))) from None
+
+
+def too_small(name: str, height: int, width: int, smallest: int) -> str:
+    """The message for an image size below a model's smallest input (``smallest`` pixels a side)."""
+    return (f"image size {height}x{width} is too small for model {name!r}; "
+            f"the smallest that works is {smallest}x{smallest}")
 
 
 def _builds(builder: Any, input_shape: tuple[int, int, int], num_classes: int) -> bool:

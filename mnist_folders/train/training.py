@@ -20,7 +20,7 @@ from ..data.decoding import decode_chunks, decode_images
 from .distribute import strategy_for
 from .multi_worker import Role
 from ..errors import CheckpointError, DatasetError, TrainingError
-from ..data.folders import FolderIndex, find_class_names, index_tree
+from ..data.folders import FolderIndex, index_tree, training_class_names
 from ..data.image_cache import remove_cache
 from ..data.images import is_colour, lighter_borders
 from .models import build_model
@@ -317,10 +317,7 @@ def describe_budget(setting: Setting) -> str:
 
 def prepare_index(setting: Setting, log=print) -> FolderIndex:
     """Index the train tree with the Setting's class names (or the folders' own, sorted), and say what it holds."""
-    class_names = setting.class_names or find_class_names(setting.train_path)
-    if len(class_names) < 2:
-        raise DatasetError(f"{setting.train_path}: only one class folder {class_names}; a classifier needs at least 2")
-    index = index_tree(setting.train_path, class_names)
+    index = index_tree(setting.train_path, training_class_names(setting.train_path, setting.class_names))
     counts = ", ".join(f"{name}: {n}" for name, n in index.class_counts().items())
     log(f"{len(index)} images in {len(index.class_names)} classes under {index.root} ({counts})")
     if index.ignored:
