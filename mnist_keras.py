@@ -28,7 +28,7 @@ MODES = ("train", "evaluate", "predict", "lr_find", "check", "export")
 # mnist_folders.serve.deploy.FORMATS, without importing it (TensorFlow) before the arguments are valid
 EXPORT_FORMATS = ("savedmodel", "tflite", "tflite_int8", "onnx")
 # Written after training unless --format says otherwise: predict then runs on ONNX Runtime without
-# importing TensorFlow (0.2 s instead of 3.5 s for a few images, bench/README.md), for about 2 s of export.
+# importing TensorFlow (0.2 s instead of 3.5 s for a few images, bench/README.md), for 1.6 s of export.
 TRAIN_FORMATS = ("onnx",)
 
 

@@ -20,7 +20,7 @@ EPOCHS = 3
 
 def _no_export(args: tuple[str, ...], export: bool) -> tuple[str, ...]:
     """``args`` with ``--format none`` added to a training run that names no format, unless ``export``: the
-    ONNX export after training (about 2 s) is tested in test_deploy.py, not paid by every test that trains."""
+    ONNX export after training (1.6 s) is tested in test_deploy.py, not paid by every test that trains."""
     if export or "--format" in args or "--mode" not in args:
         return args
     mode = args.index("--mode") + 1
