@@ -34,7 +34,7 @@ resize_method     stretch                                        how other sizes
 invert            auto                                           predict: invert dark-on-light images; auto: when their polarity differs from most training images [auto, true, false]
 class_names       train sub-folders, sorted                      classes in output order (flag: comma-separated)
 class_weight      auto                                           balanced: weight each class's loss by n / (classes x n_class); auto: balanced when the largest class has 2x the images of the smallest [auto, none, balanced]
-model             auto                                           registered model (see the Models table); auto: cnn_64_128_256 for images up to 48 px, cnn_fast above [auto, cnn_64_128_256, mlp, cnn_small, cnn_large, cnn_64_32, cnn_32_64_64, strong, cnn_fast, mobilenet_v3_small, efficientnet_b0]
+model             auto                                           registered model (see the Models table); auto: strong or cnn_64_128_256 for images up to 48 px (by their number and size), cnn_fast above [auto, cnn_64_128_256, mlp, cnn_small, cnn_large, cnn_64_32, cnn_32_64_64, strong, cnn_fast, mobilenet_v3_small, efficientnet_b0]
 backbone_weights  none (random)                                  a local .h5 file of ImageNet weights (no top) for a Keras Applications model
 init_from         none                                           start from these weights: a model directory, a .keras or a .weights.h5 file; a different class count gets a new head
 epochs            auto                                           passes over the training subset; auto: until val_accuracy stops improving (patience), within max_epochs and max_minutes [integer >= 1 or auto]

@@ -179,8 +179,8 @@ class Setting:
                                "balanced when the largest class has 2x the images of the smallest", "classes",
                                choices=CLASS_WEIGHTS)
     # ---- training ----
-    model: str = option("auto", "registered model (see the Models table); auto: cnn_64_128_256 for images "
-                        "up to 48 px, cnn_fast above", "training", choices=_model_names)
+    model: str = option("auto", "registered model (see the Models table); auto: strong or cnn_64_128_256 for "
+                        "images up to 48 px (by their number and size), cnn_fast above", "training", choices=_model_names)
     backbone_weights: str | None = option(None, "a local .h5 file of ImageNet weights (no top) for a Keras "
                                           "Applications model", "training", "str", default_text="none (random)")
     init_from: str | None = option(None, "start from these weights: a model directory, a .keras or a "

@@ -62,6 +62,8 @@ def test_learning_rate_schedules_are_functions_of_the_epoch():
 def test_model_auto_follows_the_image_size():
     assert auto_model((28, 28, 1), 48_000) == "cnn_64_128_256"
     assert auto_model((28, 28, 1), 800) == "strong"
+    # Plenty of images too small for the reference model (16x16 icons): the model that takes any size.
+    assert auto_model((16, 40, 3), 48_000) == "strong" and auto_model((18, 18, 3), 48_000) == "cnn_64_128_256"
     assert auto_model((96, 96, 3), 800) == auto_model((224, 224, 3), 100_000) == "cnn_fast"
 
 

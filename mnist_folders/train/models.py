@@ -168,8 +168,12 @@ def auto_model(input_shape: tuple[int, int, int], train_images: int) -> str:
     :data:`AUTO_FEW_IMAGES` training images, where it generalises better
     (1,000 MNIST images: 96.5-96.9 % against 95.4 % for the reference model),
     else the reference model ``cnn_64_128_256``, fast and as accurate with
-    plenty of data. Larger images: ``cnn_fast``.
+    plenty of data, where the images are large enough for it (18 pixels a
+    side; ``strong`` takes any size). Larger images: ``cnn_fast``.
     """
-    if min(input_shape[:2]) > AUTO_SMALL_IMAGE:
+    side = min(input_shape[:2])
+    if side > AUTO_SMALL_IMAGE:
         return "cnn_fast"
-    return "strong" if train_images < AUTO_FEW_IMAGES else "cnn_64_128_256"
+    if train_images < AUTO_FEW_IMAGES or side < MODELS["cnn_64_128_256"].min_size:
+        return "strong"
+    return "cnn_64_128_256"
