@@ -27,14 +27,15 @@ test_dir          <data_dir>/test                                class-per-folde
 val_dir           none                                           class-per-folder validation images; none: a validation_split of train_dir
 predict_dir       <data_dir>/tmp                                 images to predict, any layout
 model_dir         models/mnist                                   checkpoints, history and reports
-image_height      28                                             model input height in pixels [>= 1]
-image_width       28                                             model input width in pixels [>= 1]
+image_height      auto                                           model input height in pixels; auto: from the training images and the model (their own size up to 48 px, so 28 for MNIST; 96-224 for the pretrained model; at most 96 for cnn_fast) [integer >= 1 or auto]
+image_width       auto                                           model input width in pixels; auto: as image_height [integer >= 1 or auto]
 color_mode        auto                                           channels the model sees: grayscale (1), rgb (3), or auto: rgb when more than 5 % of (up to 200) training images have colour [auto, grayscale, rgb]
 resize_method     stretch                                        how other sizes are fitted: stretch, pad (black margins) or crop (centre); pad and crop need pipeline=tfdata [stretch, pad, crop]
 invert            auto                                           predict: invert dark-on-light images; auto: when their polarity differs from most training images [auto, true, false]
 class_names       train sub-folders, sorted                      classes in output order (flag: comma-separated)
 class_weight      auto                                           balanced: weight each class's loss by n / (classes x n_class); auto: balanced when the largest class has 2x the images of the smallest [auto, none, balanced]
-model             auto                                           registered model (see the Models table); auto: strong or cnn_64_128_256 for images up to 48 px (by their number and size), cnn_fast above [auto, cnn_64_128_256, mlp, cnn_small, cnn_large, cnn_64_32, cnn_32_64_64, strong, cnn_fast, mobilenet_v3_small, efficientnet_b0]
+model             auto                                           registered model (see the Models table); auto: strong or cnn_64_128_256 for images up to 48 px (by their number and size), above: efficientnet_lite0 (ImageNet weights) when its weights package is installed, else cnn_fast [auto, cnn_64_128_256, mlp, cnn_small, cnn_large, cnn_64_32, cnn_32_64_64, strong, cnn_fast, mobilenet_v3_small, efficientnet_lite0, efficientnet_b0]
+fine_tune         auto                                           pretrained models: after the head is fitted on cached embeddings, none (the few-shot path: frozen backbone), top (unfreeze the last blocks) or all; auto: none under 20 training images per class, else top [auto, none, top, all]
 backbone_weights  none (random)                                  a local .h5 file of ImageNet weights (no top) for a Keras Applications model
 init_from         none                                           start from these weights: a model directory, a .keras or a .weights.h5 file; a different class count gets a new head
 epochs            auto                                           passes over the training subset; auto: until val_accuracy stops improving (patience), within max_epochs and max_minutes [integer >= 1 or auto]

@@ -39,6 +39,7 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # mnist_folders
 CLASS_WEIGHTS = ("auto", "none", "balanced")
 SPLIT_ORDERS = ("shuffled", "sorted")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
+FINE_TUNE = ("auto", "none", "top", "all")  # mnist_folders.train.fine_tuning
 # Settings that define what the trained model is: a model directory refuses a
 # different value for them (see Setting.for_model).
 MODEL_DEFINING = ("image_height", "image_width", "color_mode", "class_names", "model")
@@ -163,8 +164,12 @@ class Setting:
                                      default_text="<data_dir>/tmp", aliases=("--input",))
     model_dir: str = option("models/mnist", "checkpoints, history and reports", "paths")
     # ---- image ----
-    image_height: int = option(28, "model input height in pixels", "image", low=1)
-    image_width: int = option(28, "model input width in pixels", "image", low=1)
+    image_height: int | str = option("auto", "model input height in pixels; auto: from the training images and "
+                                     "the model (their own size up to 48 px, so 28 for MNIST; 96-224 for the "
+                                     "pretrained model; at most 96 for cnn_fast)", "image", "int", low=1,
+                                     choices=("auto",))
+    image_width: int | str = option("auto", "model input width in pixels; auto: as image_height", "image", "int",
+                                    low=1, choices=("auto",))
     color_mode: str = option("auto", "channels the model sees: grayscale (1), rgb (3), or auto: rgb when "
                              "more than 5 % of (up to 200) training images have colour", "image",
                              choices=("auto", *CHANNELS))
@@ -180,7 +185,13 @@ class Setting:
                                choices=CLASS_WEIGHTS)
     # ---- training ----
     model: str = option("auto", "registered model (see the Models table); auto: strong or cnn_64_128_256 for "
-                        "images up to 48 px (by their number and size), cnn_fast above", "training", choices=_model_names)
+                        "images up to 48 px (by their number and size), above: efficientnet_lite0 (ImageNet "
+                        "weights) when its weights package is installed, else cnn_fast", "training",
+                        choices=_model_names)
+    fine_tune: str = option("auto", "pretrained models: after the head is fitted on cached embeddings, none "
+                            "(the few-shot path: frozen backbone), top (unfreeze the last blocks) or all; auto: "
+                            "none under 20 training images per class, else top", "training",
+                            choices=FINE_TUNE)
     backbone_weights: str | None = option(None, "a local .h5 file of ImageNet weights (no top) for a Keras "
                                           "Applications model", "training", "str", default_text="none (random)")
     init_from: str | None = option(None, "start from these weights: a model directory, a .keras or a "
@@ -274,8 +285,19 @@ class Setting:
         return CHANNELS[self.color_mode]
 
     @property
+    def size_is_auto(self) -> bool:
+        """True while ``image_height`` or ``image_width`` is ``auto`` (training resolves it from the images)."""
+        return "auto" in (self.image_height, self.image_width)
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
-        """``(height, width, channels)`` of one model input."""
+        """``(height, width, channels)`` of one model input.
+
+        Raises:
+            KeyError: while ``color_mode``, ``image_height`` or ``image_width`` is ``auto``.
+        """
+        if self.size_is_auto:
+            raise KeyError("image size is 'auto' until training resolves it")
         return (self.image_height, self.image_width, self.channels)
 
     @property
@@ -316,7 +338,8 @@ class Setting:
         from .train.models import MODELS, too_small
 
         spec = MODELS.get(self.model)
-        if spec is not None and min(self.image_height, self.image_width) < spec.min_size:
+        given = [side for side in (self.image_height, self.image_width) if side != "auto"]
+        if spec is not None and given and min(given) < spec.min_size:
             # Said before TensorFlow loads (a build would find it too, seconds later).
             raise SettingError(too_small(self.model, self.image_height, self.image_width, spec.min_size))
         if self.pipeline == "idg" and self.resize_method != "stretch":

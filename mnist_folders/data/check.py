@@ -567,9 +567,16 @@ def _group_counts(found: list[DuplicateGroup]) -> dict[str, Any]:
             "by_problem": dict(Counter(g.problem() for g in found).most_common())}
 
 
-def _size_statistics(inspected: Inspected, readable: np.ndarray, height: int, width: int) -> dict[str, Any]:
-    """The report's ``sizes``, ``longer_side``, ``modes``, ``upscaled`` and ``downscaled`` fields."""
+def _size_statistics(inspected: Inspected, readable: np.ndarray, height: int | str,
+                     width: int | str) -> dict[str, Any]:
+    """The report's ``sizes``, ``longer_side``, ``modes``, ``upscaled`` and ``downscaled`` fields.
+
+    A size still ``auto`` is taken as the median of the images (what training
+    chooses for small images)."""
     sizes = inspected.sizes[readable]
+    if "auto" in (height, width):
+        median = np.median(sizes, axis=0) if len(sizes) else (28, 28)
+        width, height = (int(median[0]) if width == "auto" else width), (int(median[1]) if height == "auto" else height)
     by_size = Counter(f"{w}x{h}" for w, h in sizes.tolist()).most_common()
     top = dict(by_size[:TOP_SIZES])
     if by_size[TOP_SIZES:]:

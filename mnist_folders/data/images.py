@@ -95,6 +95,26 @@ def is_colour(path: str | Path, tolerance: float = 4.0) -> bool:
     return float(np.abs(rgb[..., 0] - rgb[..., 1]).mean() + np.abs(rgb[..., 1] - rgb[..., 2]).mean()) > tolerance
 
 
+def typical_size(paths: list[str], sample: int = 200) -> tuple[int, int] | None:
+    """The median ``(height, width)`` in pixels of up to ``sample`` evenly spaced files of ``paths``.
+
+    Only the image headers are read. ``None`` when none of them is readable.
+    """
+    sizes = []
+    for i in np.linspace(0, len(paths) - 1, min(sample, len(paths))).astype(int) if paths else []:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a size read from the header: no decompression happens
+                with Image.open(paths[i]) as image:
+                    sizes.append(image.size[::-1])
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            continue
+    if not sizes:
+        return None
+    height, width = np.median(np.array(sizes), axis=0)
+    return int(height), int(width)
+
+
 def lighter_borders(images: np.ndarray) -> np.ndarray:
     """Which images have a border lighter than their centre: dark strokes on a light background.
 

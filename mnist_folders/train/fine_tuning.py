@@ -1,0 +1,99 @@
+"""Transfer learning for a pretrained model: the head fitted on embeddings, then optional fine-tuning.
+
+The two stages of Keras' transfer-learning guide and fastai's ``fine_tune``:
+
+1. **Head** (the few-shot path of Create ML, Teachable Machine, Lobe): the
+   backbone is frozen, each image's embedding is computed once
+   (:mod:`mnist_folders.train.embedding_cache`), and the softmax head is
+   fitted on the embeddings alone, in seconds. This is training's epoch 1.
+2. **Fine-tuning** (``fine_tune = "top"`` or ``"all"``): the last blocks, or
+   every layer, are unfrozen and trained from the images with the model's
+   lower learning rate, augmentation and the adaptive epochs of the stop
+   rule. Batch normalisation stays frozen, in inference mode (its moving
+   statistics are ImageNet's; small batches would spoil them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+HEAD_EPOCHS = 300  # at most; early stopping on the validation loss ends the head fit long before
+HEAD_PATIENCE = 20  # head epochs without a lower validation loss
+HEAD_LEARNING_RATE = 0.003  # Adam, on the embeddings
+FEW_SHOT_PER_CLASS = 20  # training images per class below which fine_tune = auto keeps the backbone frozen
+FINE_TUNE_PATIENCE = 2  # patience = auto: epochs without a better val_accuracy
+FINE_TUNE_MAX_EPOCHS = 8  # max_epochs = auto: the head's epoch and up to 7 of fine-tuning
+TOP_BLOCKS = 5  # fine_tune = top: the last two stages (blocks 6a-6d, 7a) and the 1x1 head conv
+
+
+def resolve_fine_tune(choice: str, train_images: int, num_classes: int) -> str:
+    """``choice``, or for ``auto``: ``none`` under :data:`FEW_SHOT_PER_CLASS` training images per class (too few
+    to train convolutions without overfitting them; the head alone is fitted), else ``top``."""
+    if choice != "auto":
+        return choice
+    return "none" if train_images < FEW_SHOT_PER_CLASS * num_classes else "top"
+
+
+def fit_head(model: keras.Model, train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
+             num_classes: int, class_weight: dict[int, float] | None, label_smoothing: float) -> dict[str, float]:
+    """Fit the head of pretrained ``model`` (its ``head_dropout`` and ``predictions`` layers) on embeddings.
+
+    ``train`` and ``validation`` are ``(vectors (N, F) float32, labels (N,) int)``.
+    Adam at :data:`HEAD_LEARNING_RATE`, full batches of up to 256, stopped
+    when the validation loss has not improved for :data:`HEAD_PATIENCE`
+    epochs (the best weights restored). The layers are shared: ``model``'s
+    head holds the fitted weights afterwards.
+
+    Returns the epoch's logs as training writes them: ``loss``, ``accuracy``
+    (on the training embeddings, dropout off), ``val_loss``, ``val_accuracy``
+    and ``head_epochs``.
+    """
+    features = keras.Input((train[0].shape[1],))
+    head = keras.Model(features, model.get_layer("predictions")(model.get_layer("head_dropout")(features)))
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    batch = min(256, len(train[0]))
+    head.compile(optimizer=keras.optimizers.Adam(HEAD_LEARNING_RATE), loss=loss, metrics=["accuracy"],
+                 steps_per_execution=-(-len(train[0]) // batch))
+    one_hot = np.eye(num_classes, dtype=np.float32)
+    x_val, y_val = validation[0], one_hot[validation[1]]
+    stop = keras.callbacks.EarlyStopping("val_loss", patience=HEAD_PATIENCE, restore_best_weights=True)
+    fitted = head.fit(train[0], one_hot[train[1]], batch_size=batch, epochs=HEAD_EPOCHS,
+                      validation_data=(x_val, y_val), class_weight=class_weight, callbacks=[stop], verbose=0,
+                      shuffle=True)
+    train_loss, train_accuracy = head.evaluate(train[0], one_hot[train[1]], batch_size=1024, verbose=0)
+    val_loss, val_accuracy = head.evaluate(x_val, y_val, batch_size=1024, verbose=0)
+    return {"loss": train_loss, "accuracy": train_accuracy, "val_loss": val_loss, "val_accuracy": val_accuracy,
+            "head_epochs": len(fitted.history["loss"])}
+
+
+def unfreeze(model: keras.Model, fine_tune: str) -> int:
+    """Make the layers ``fine_tune`` names trainable (``top``: :data:`TOP_BLOCKS`; ``all``: every one); return
+    the number of trainable weights. Batch normalisation layers stay frozen (inference mode) in both."""
+    from .architectures import backbone_of
+    from .efficientnet_lite import top_layers
+
+    backbone = backbone_of(model)
+    backbone.trainable = True  # first: a frozen parent hides its layers' own flags
+    top = {id(layer) for layer in top_layers(backbone, TOP_BLOCKS)}
+    for layer in backbone.layers:
+        chosen = fine_tune == "all" or id(layer) in top
+        layer.trainable = chosen and not isinstance(layer, keras.layers.BatchNormalization)
+    return len(model.trainable_weights)
+
+
+def freeze_backbone(model: keras.Model) -> None:
+    """Freeze the whole backbone (the head alone trains)."""
+    from .architectures import backbone_of
+
+    backbone_of(model).trainable = False
+
+
+def summary(fine_tune: str, logs: dict[str, Any], train_count: int, embedded: int, cached: int,
+            seconds: float) -> str:
+    """One line on the head stage."""
+    return (f"head fitted on the embeddings of {train_count} training images in {int(logs['head_epochs'])} "
+            f"epochs (val_accuracy {logs['val_accuracy']:.4f}); embeddings: {embedded} computed, {cached} from "
+            f"the cache, {seconds:.1f} s; fine_tune={fine_tune}")
