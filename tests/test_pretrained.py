@@ -58,21 +58,24 @@ def photos(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def few_shot(photos, cache, tmp_path_factory) -> tuple[Path, str]:
-    """A model trained with nothing set but the folders: (model directory, train's output)."""
+    """A model trained with nothing set but the folders and the few-shot path: (model directory, train's output).
+
+    (``fine_tune = auto`` would fine-tune every layer of so small a set: tested in bench/transfer.py, too slow
+    for the suite.)"""
     model_dir = tmp_path_factory.mktemp("few_shot") / "model"
-    out = run_cli(CLI, "--mode", "train", "--data-dir", str(photos), "--model-dir", str(model_dir), env=cache,
-                  export=True)
+    out = run_cli(CLI, "--mode", "train", "--data-dir", str(photos), "--model-dir", str(model_dir),
+                  "--fine-tune", "none", env=cache, export=True)
     return model_dir, out.stdout
 
 
 def test_defaults_choose_the_pretrained_model_and_say_so(few_shot):
     model_dir, stdout = few_shot
     assert "model=auto: efficientnet_lite0, ImageNet-pretrained" in stdout
-    assert "image size auto: 96x96 pixels" in stdout
-    assert "fine_tune=none (auto)" in stdout  # 9-10 training images per class: the few-shot path
+    assert "image size auto: 160x160 pixels" in stdout  # 96x96 images, upscaled for the ImageNet features
+    assert "fine_tune=none" in stdout
     saved = json.loads((model_dir / "setting.json").read_text())
     assert (saved["model"], saved["image_height"], saved["image_width"], saved["color_mode"]) == \
-        ("efficientnet_lite0", 96, 96, "rgb")
+        ("efficientnet_lite0", 160, 160, "rgb")
 
 
 def test_few_shot_head_predicts_digits_it_has_seen_ten_of(few_shot, photos):
@@ -85,7 +88,7 @@ def test_few_shot_head_predicts_digits_it_has_seen_ten_of(few_shot, photos):
 
 def test_second_training_of_the_same_folder_reads_every_embedding_from_the_cache(few_shot, photos, cache, tmp_path):
     out = run_cli(CLI, "--mode", "train", "--data-dir", str(photos), "--model-dir", str(tmp_path / "again"),
-                  env=cache)
+                  "--fine-tune", "none", env=cache)
     assert "embeddings: 0 computed, 48 from the cache" in out.stdout
     # The same embeddings and the same seed: the same head.
     first = json.loads((few_shot[0] / "dataset.json").read_text())
@@ -99,19 +102,28 @@ def test_onnx_export_answers_as_keras(few_shot, photos, tmp_path):
     model_dir, stdout = few_shot
     assert (model_dir / "export" / "model.onnx").is_file(), stdout
     answers = {}
-    for runtime in ("keras", "onnx"):
+    for runtime, extra in (("keras", ()), ("keras_float32", ("--dtype-policy", "float32")), ("onnx", ())):
         out = tmp_path / f"{runtime}.csv"
         run_cli(CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(photos / "test"),
-                "--runtime", runtime, "--output", str(out), "--quiet")
+                "--runtime", runtime.removesuffix("_float32"), "--output", str(out), "--quiet", *extra)
         with out.open() as handle:
             answers[runtime] = {row["path"]: (row["class"], float(row["confidence"])) for row in csv.DictReader(handle)}
-    assert len(answers["keras"]) == 200 and answers["keras"].keys() == answers["onnx"].keys()
-    # Keras computes in bfloat16 where the CPU has it, the export in float32: the same answers, confidences
-    # within bfloat16's rounding.
+    assert len(answers["onnx"]) == 200 and answers["keras"].keys() == answers["onnx"].keys()
+    # The export computes in float32: against Keras in float32, the same answers and probabilities.
+    for name, (keras_class, keras_confidence) in answers["keras_float32"].items():
+        assert answers["onnx"][name][0] == keras_class
+        assert abs(answers["onnx"][name][1] - keras_confidence) < 1e-3
+    # Keras' default here is bfloat16 (where the CPU has it): a few near-ties may flip (2 of 200 seen).
     same = [answers["onnx"][name][0] == keras_class for name, (keras_class, _) in answers["keras"].items()]
-    assert np.mean(same) >= 0.998
-    for name, (_, keras_confidence) in answers["keras"].items():
-        assert abs(answers["onnx"][name][1] - keras_confidence) < 0.03
+    assert np.mean(same) >= 0.97
+
+
+def test_fine_tune_auto_follows_the_number_of_images():
+    from mnist_folders.train.fine_tuning import resolve_fine_tune
+
+    assert resolve_fine_tune("auto", 40, 10) == "none"  # 4 per class: too few to validate fine-tuning
+    assert resolve_fine_tune("auto", 80, 10) == "all" and resolve_fine_tune("auto", 1_000, 10) == "all"
+    assert resolve_fine_tune("auto", 1_600, 4) == "top" and resolve_fine_tune("top", 40, 10) == "top"
 
 
 def test_fine_tuning_resumes_after_a_kill_like_an_uninterrupted_run(photos, cache, tmp_path):
@@ -139,9 +151,9 @@ def test_without_fine_tuning_the_backbone_keeps_its_imagenet_weights(few_shot, c
     from mnist_folders.train.models import build_model
     from mnist_folders.train.pretrained_weights import keras_weights
 
-    model = build_model("efficientnet_lite0", (96, 96, 3), 4)
+    model = build_model("efficientnet_lite0", (160, 160, 3), 4)
     model.load_weights(model_dir / "best.weights.h5")
-    reference = build_model("efficientnet_lite0", (96, 96, 3), 4)
+    reference = build_model("efficientnet_lite0", (160, 160, 3), 4)
     backbone_of(reference).load_weights(keras_weights("efficientnet_lite0"))
     for trained, imagenet in zip(backbone_of(model).weights, backbone_of(reference).weights):
         assert np.array_equal(np.asarray(trained), np.asarray(imagenet)), trained.path

@@ -142,9 +142,12 @@ def test_two_workers_train_like_one_process_and_resume_after_a_worker_dies(subse
     assert [code for _, code in together] == [0, 0], together
     assert "on worker 0 of 2 (multi_worker)" in together[0][0][0]
     # Same global batches, no dropout, float32: the two workers' summed gradients are one process's up to
-    # the order of float additions, so every logged value agrees to a few parts in 10,000.
+    # the order of float additions, so the training loss and accuracy agree to a few parts in 10,000. Those
+    # rounding differences grow over 60 steps: on a CPU with AMX (2026-12-02) the second epoch's val_loss
+    # differed by 0.5 % and val_accuracy by 2 of 400 images, so validation is held to 1 %.
     for one, two in zip(_history_rows(tmp_path / "one")[1:], _history_rows(tmp_path / "two")[1:]):
-        assert [float(v) for v in two.split(",")] == pytest.approx([float(v) for v in one.split(",")], rel=2e-3)
+        one, two = [float(v) for v in one.split(",")], [float(v) for v in two.split(",")]
+        assert two[:3] == pytest.approx(one[:3], rel=2e-3) and two[3:5] == pytest.approx(one[3:5], rel=1e-2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # the chief's folder only
     assert not [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("mnist_folders-worker-")]
 

@@ -337,7 +337,7 @@ def lr_find(setting: Setting, progress: bool = True, strict: bool = False, log=p
 def resolve_settings(setting: Setting, index: FolderIndex) -> Setting:
     """``setting`` with every ``auto`` resolved from the train folder: class names, colour mode, class weights,
     model, image size, fine-tuning, and the budget for its image count."""
-    from .fine_tuning import FINE_TUNE_MAX_EPOCHS, FINE_TUNE_PATIENCE, resolve_fine_tune
+    from .fine_tuning import budget as fine_tune_budget, resolve_fine_tune
     from .models import auto_image_size, auto_model
     from .pretrained_weights import available
 
@@ -365,12 +365,10 @@ def resolve_settings(setting: Setting, index: FolderIndex) -> Setting:
         fine_tune = resolve_fine_tune(setting.fine_tune, train_images, len(index.class_names))
         # The few-shot path is one epoch: the head, fitted on the embeddings. Fine-tuning starts from a good
         # model and overfits small sets soon: a short budget of its own.
-        budget = {"epochs": 1} if fine_tune == "none" else {}
-        if setting.patience == "auto":
-            budget["patience"] = FINE_TUNE_PATIENCE
-        if setting.max_epochs == "auto":
-            budget["max_epochs"] = FINE_TUNE_MAX_EPOCHS
-        setting = setting.replace(fine_tune=fine_tune, **budget)
+        setting = setting.replace(fine_tune=fine_tune, **({"epochs": 1} if fine_tune == "none" else {}))
+        batch = schedules.auto_batch_size(spec.batch_size, train_images) if setting.batch_size == "auto" \
+            else setting.batch_size
+        setting = setting.replace(**fine_tune_budget(setting, train_images, batch))
     return schedules.resolve_budget(setting, train_images, spec.batch_size, spec.learning_rate)
 
 
