@@ -45,7 +45,7 @@ from typing import Any
 from .atomic import atomic_path, remove_stale_temporaries, write_text
 from .errors import CheckpointError
 from .locking import files_lock
-from .names import display
+from .names import class_name_problem, display
 from .settings import MODEL_DEFINING, Setting
 
 SETTING = "setting.json"
@@ -67,6 +67,33 @@ RUN_FILES = (SETTING, CLASS_NAMES, DATASET, BEST_WEIGHTS, BEST_INFO, LAST_MODEL,
 # Reports about a model: removed when a new run replaces it (they would describe the old one).
 REPORTS = (EVALUATION, "confusion_matrix.png", "misclassified.png", "reliability_diagram.png", "suspect_labels.csv",
            "suspect_labels.png")
+
+
+MARKER = ".mnist_folders"  # written first into every model directory this tool trains: what makes a folder ours
+MARKER_TEXT = "a model directory of mnist_folders (format 1): train may replace the files it wrote here\n"
+
+
+def claim_for_training(model_dir: Path) -> None:
+    """Make sure training may write into ``model_dir``, before anything is written; mark it as ours.
+
+    A model directory is new, empty, or ours: it holds :data:`MARKER` or a
+    trained model (directories of versions before the marker). Any other
+    folder holds a user's files, which a fresh run would replace or remove
+    (``setting.json``, ``history.csv``, ``export/``): it is refused.
+
+    Raises:
+        CheckpointError: the folder holds files that are not ours (one is
+            named), or cannot be written.
+    """
+    if model_dir.is_dir() and not (model_dir / MARKER).exists() and not holds_model(model_dir):
+        ours_anyway = {MARKER, ".write-test", ".train.lock", ".files.lock"}
+        others = sorted(p.name for p in model_dir.iterdir() if p.name not in ours_anyway)
+        if others:
+            raise CheckpointError(f"{display(model_dir)}: holds files that are not a model of this tool "
+                                  f"(e.g. {display(others[0])}); train into a new or empty --model-dir")
+    ensure_writable(model_dir)
+    if not (model_dir / MARKER).exists():
+        write_text(model_dir / MARKER, MARKER_TEXT)
 
 
 def ensure_writable(folder: Path, what: str = "model directory") -> None:
@@ -192,7 +219,21 @@ def load_class_names(model_dir: Path) -> list[str]:
     names = read_json(model_dir / CLASS_NAMES)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) < 2:
         raise CheckpointError(f"{model_dir / CLASS_NAMES}: expected a list of at least 2 class names")
+    check_class_names(names, model_dir / CLASS_NAMES)
     return names
+
+
+def check_class_names(names: list[str], source: Path) -> None:
+    """Refuse class names read from a model directory that could not be folder names (a model folder someone
+    else gave you could otherwise make ``--sort-into`` write outside its folder).
+
+    Raises:
+        CheckpointError: naming ``source`` and the first bad name.
+    """
+    for name in names:
+        problem = class_name_problem(name)
+        if problem:
+            raise CheckpointError(f"{display(source)}: {problem}; this model directory cannot be used")
 
 
 @contextlib.contextmanager

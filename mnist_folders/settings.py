@@ -165,7 +165,7 @@ class Setting:
     model_dir: str = option("models/mnist", "checkpoints, history and reports", "paths")
     # ---- image ----
     image_height: int | str = option("auto", "model input height in pixels; auto: from the training images and "
-                                     "the model (their own size up to 48 px, so 28 for MNIST; 96-224 for the "
+                                     "the model (their own size up to 48 px, so 28 for MNIST; 160-224 for the "
                                      "pretrained model; at most 96 for cnn_fast)", "image", "int", low=1,
                                      choices=("auto",))
     image_width: int | str = option("auto", "model input width in pixels; auto: as image_height", "image", "int",
@@ -335,6 +335,8 @@ class Setting:
                     raise SettingError(f"{f.name} must be set. Received: {f.name}=None")
                 continue
             opt.check(f.name, value)
+        if not self.model_dir.strip():
+            raise SettingError("model_dir must name a folder. Received: model_dir=''")
         from .train.models import MODELS, too_small
 
         spec = MODELS.get(self.model)

@@ -54,6 +54,7 @@ class ExportedModel:
             self.class_names = (folder / LABELS).read_text(encoding="utf-8").splitlines()
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{display(folder)}: incomplete export ({exc}); run --mode export again") from None
+        artifacts.check_class_names(self.class_names, folder / LABELS)
         if self.preprocessing.get("source_weights_sha256") != weights_digest(Path(model_dir)):
             raise CheckpointError(f"{display(folder)}: exported from an earlier training run of this model "
                                   "directory; run --mode export again")

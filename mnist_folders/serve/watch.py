@@ -28,10 +28,10 @@ from pathlib import Path
 
 from .. import artifacts
 from ..atomic import atomic_path
-from ..errors import DatasetError
+from ..errors import CheckpointError, DatasetError
 from ..data.folders import list_files
 from ..data.images import load_images
-from ..names import display, safe_cell
+from ..names import class_name_problem, display, safe_cell
 from .prediction import TOP_K, UNCERTAIN, Prediction, Predictor, csv_header, rank, to_csv
 from ..settings import Setting
 
@@ -66,14 +66,23 @@ def read_done(csv_path: Path, header: list[str]) -> set[str]:
     if not csv_path.exists():
         return set()
     data = csv_path.read_bytes()
-    complete = data[: data.rfind(b"\r\n") + 2] if b"\r\n" in data else b""
+    if not data:
+        return set()
+    # The header first, before anything is changed: a file that is not ours is never touched.
+    end = data.find(b"\r\n")
+    try:
+        first = next(csv.reader(io.StringIO(data[: end if end >= 0 else len(data)].decode("utf-8"), newline="")),
+                     [])
+    except (UnicodeDecodeError, csv.Error):
+        first = ["(not UTF-8 text)"]
+    if end < 0 or first != header:
+        raise DatasetError(f"{display(csv_path)}: not a predictions CSV of this model (header {first[:4]}...); "
+                           "left untouched; choose another --output")
+    complete = data[: data.rfind(b"\r\n") + 2]
     if complete != data:  # a row cut off by a kill: drop it, it is predicted again
         with open(csv_path, "r+b") as f:
             f.truncate(len(complete))
-    rows = list(csv.reader(io.StringIO(complete.decode("utf-8"), newline="")))
-    if rows and rows[0] != header:
-        raise DatasetError(f"{display(csv_path)}: not a predictions CSV of this model (header {rows[0][:4]}...); "
-                           "choose another --output")
+    rows = list(csv.reader(io.StringIO(complete.decode("utf-8", "surrogateescape"), newline="")))
     return {row[0] for row in rows[1:] if row}
 
 
@@ -95,7 +104,10 @@ def copy_into_class_folder(prediction: Prediction, root: Path) -> Path:
     ``_1``, ``_2``, ... before its suffix.
     """
     source = Path(prediction.path)
-    folder = root / (UNCERTAIN if prediction.uncertain else prediction.class_name)
+    name = UNCERTAIN if prediction.uncertain else prediction.class_name
+    folder = root / name
+    if class_name_problem(name) or folder.resolve().parent != root.resolve():  # the last guard: never outside
+        raise CheckpointError(f"{display(folder)}: a class folder outside {display(root)}; not written")
     target, n = folder / source.name, 0
     while target.exists():
         n += 1

@@ -97,7 +97,7 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
     strategy, placement, role = strategy_for(setting)  # first: devices must be set before the runtime starts
     model_dir = setting.model_path
     index = prepare_index(setting, log)
-    artifacts.ensure_writable(model_dir)
+    artifacts.claim_for_training(model_dir)
     if strategy.num_replicas_in_sync > 1:
         log(f"training {placement}; each batch is split across the replicas")
     if role is not None and not role.chief:
@@ -326,7 +326,7 @@ def lr_find(setting: Setting, progress: bool = True, strict: bool = False, log=p
     from .lr_finder import find_learning_rate
 
     index = prepare_index(setting, log)
-    artifacts.ensure_writable(setting.model_path)
+    artifacts.claim_for_training(setting.model_path)
     setting = resolve_settings(setting, index)
     keras.utils.set_random_seed(setting.seed)
     dtype_policy.apply(setting.dtype_policy)
