@@ -27,8 +27,8 @@ test_dir          <data_dir>/test                                class-per-folde
 val_dir           none                                           class-per-folder validation images; none: a validation_split of train_dir
 predict_dir       <data_dir>/tmp                                 images to predict, any layout
 model_dir         models/mnist                                   checkpoints, history and reports
-image_height      auto                                           model input height in pixels; auto: from the training images and the model (their own size up to 48 px, so 28 for MNIST; 160-224 for the pretrained model; at most 96 for cnn_fast) [integer >= 1 or auto]
-image_width       auto                                           model input width in pixels; auto: as image_height [integer >= 1 or auto]
+image_height      auto                                           model input height in pixels; auto: from the training images and the model (their own size up to 48 px, so 28 for MNIST; 160-224 for the pretrained model; at most 96 for cnn_fast) [integer [1, 2048] or auto]
+image_width       auto                                           model input width in pixels; auto: as image_height [integer [1, 2048] or auto]
 color_mode        auto                                           channels the model sees: grayscale (1), rgb (3), or auto: rgb when more than 5 % of (up to 200) training images have colour [auto, grayscale, rgb]
 resize_method     stretch                                        how other sizes are fitted: stretch, pad (black margins) or crop (centre); pad and crop need pipeline=tfdata [stretch, pad, crop]
 invert            auto                                           predict: invert dark-on-light images; auto: when their polarity differs from most training images [auto, true, false]

@@ -39,7 +39,10 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # mnist_folders
 CLASS_WEIGHTS = ("auto", "none", "balanced")
 SPLIT_ORDERS = ("shuffled", "sorted")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
-FINE_TUNE = ("auto", "none", "top", "all")  # mnist_folders.train.fine_tuning
+FINE_TUNE = ("auto", "none", "top", "all")
+# Pixels a side at most: one 2048x2048 RGB input is 48 MiB in float32, beyond what a CPU trains on; a larger
+# value (a hand-edited setting.json) would make every batch of predict allocate gigabytes.
+MAX_SIDE = 2048  # mnist_folders.train.fine_tuning
 # Settings that define what the trained model is: a model directory refuses a
 # different value for them (see Setting.for_model).
 MODEL_DEFINING = ("image_height", "image_width", "color_mode", "class_names", "model")
@@ -167,9 +170,9 @@ class Setting:
     image_height: int | str = option("auto", "model input height in pixels; auto: from the training images and "
                                      "the model (their own size up to 48 px, so 28 for MNIST; 160-224 for the "
                                      "pretrained model; at most 96 for cnn_fast)", "image", "int", low=1,
-                                     choices=("auto",))
+                                     high=MAX_SIDE, choices=("auto",))
     image_width: int | str = option("auto", "model input width in pixels; auto: as image_height", "image", "int",
-                                    low=1, choices=("auto",))
+                                    low=1, high=MAX_SIDE, choices=("auto",))
     color_mode: str = option("auto", "channels the model sees: grayscale (1), rgb (3), or auto: rgb when "
                              "more than 5 % of (up to 200) training images have colour", "image",
                              choices=("auto", *CHANNELS))
@@ -431,8 +434,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise SettingError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingError(f"{path}: invalid TOML ({exc})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingError(f"{path}: invalid TOML ({str(exc).splitlines()[0][:160]})") from None
     for key, value in data.items():
         if isinstance(value, dict):
             raise SettingError(f"{path}: sections are not used; put {key!r}'s keys at the top level")

@@ -1,5 +1,6 @@
-"""The high defects of the second hostile probe: a user's file truncated (H1), a user's folder overwritten by
-a fresh training run (H2), and class names from a model folder writing outside --sort-into (H3)."""
+"""Defects of the second hostile probe: the high ones, a user's file truncated (H1), a user's folder
+overwritten by a fresh training run (H2), class names from a model folder writing outside --sort-into (H3);
+and some medium and low ones (M4, M10, L4, L5)."""
 
 from __future__ import annotations
 
@@ -110,3 +111,44 @@ def test_sort_destination_is_checked_even_when_names_pass(tmp_path):
     with pytest.raises(CheckpointError, match="outside"):
         copy_into_class_folder(Prediction(str(image), "../dog", 0.9, []), root)
     assert not (tmp_path / "dog").exists()
+
+
+def test_a_class_folder_with_a_line_break_is_refused_before_training(small_data, tmp_path):
+    # M4: it would give labels.txt more lines than classes.
+    tree = tmp_path / "train"
+    for name, digit in (("one\nline", "1"), ("two", "2")):
+        (tree / name).mkdir(parents=True)
+        for path in sorted((small_data / "train" / digit).iterdir())[:3]:
+            shutil.copy(path, tree / name)
+    result = run_cli(CLI, "--mode", "train", "--train-dir", str(tree), "--model-dir", str(tmp_path / "m"),
+                     check=False)
+    _one_line_refusal(result, "holds a line break", "rename the folder")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_model_directory_with_a_huge_image_size_is_refused(trained_model, small_data, tmp_path):
+    # M10: a hand-edited setting.json made predict allocate gigabytes.
+    model_dir = tmp_path / "given"
+    shutil.copytree(trained_model, model_dir)
+    saved = json.loads((model_dir / "setting.json").read_text())
+    (model_dir / "setting.json").write_text(json.dumps({**saved, "image_height": 100_000}))
+    result = run_cli(CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(small_data / "tmp"),
+                     "--runtime", "keras", check=False)
+    _one_line_refusal(result, "setting.json", "image_height must be in [1, 2048]")
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    # L4
+    config = tmp_path / "bad.toml"
+    config.write_bytes(b'data_dir = "caf\xe9"\n')
+    result = run_cli(CLI, "--mode", "train", "--config", str(config), "--model-dir", str(tmp_path / "m"),
+                     check=False)
+    _one_line_refusal(result, "bad.toml", "invalid TOML")
+
+
+def test_the_kill_hook_with_a_bad_value_is_one_line(small_data, tmp_path):
+    # L5
+    result = run_cli(CLI, "--mode", "train", "--data-dir", str(small_data), "--model-dir", str(tmp_path / "m"),
+                     "--model", "cnn_small", "--epochs", "1", "--quiet", check=False,
+                     env={"MNIST_FOLDERS_KILL_AT": "abc"})
+    _one_line_refusal(result, "MNIST_FOLDERS_KILL_AT='abc'")

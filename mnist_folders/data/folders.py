@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
+from ..names import class_name_problem, display
 from .images import IMAGE_EXTENSIONS
 
 
@@ -114,6 +115,10 @@ def training_class_names(root: str | Path, class_names: list[str] | None = None)
     names = class_names or found
     if len(names) < 2:
         raise DatasetError(f"{root}: only one class folder {names}; a classifier needs at least 2")
+    for name in names:  # a line break would split labels.txt; a separator would leave --sort-into
+        problem = class_name_problem(name)
+        if problem:
+            raise DatasetError(f"{display(root)}: {problem}; rename the folder")
     return names
 
 

@@ -146,6 +146,11 @@ class KillAt(keras.callbacks.Callback):
     def __init__(self, spec: str):
         super().__init__()
         epoch, _, point = spec.partition(":")
+        if not epoch.isdigit() or not (point.isdigit() or point in ("end", "history")):
+            from ..errors import SettingError
+
+            raise SettingError(f"{KILL_AT_ENV}={spec!r}: a test hook; expected E:B, E:end or E:history "
+                               "(unset it to train)")
         self.epoch, self.point = int(epoch), point
 
     def _kill(self) -> None:
