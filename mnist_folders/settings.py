@@ -39,10 +39,10 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # mnist_folders
 CLASS_WEIGHTS = ("auto", "none", "balanced")
 SPLIT_ORDERS = ("shuffled", "sorted")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
-FINE_TUNE = ("auto", "none", "top", "all")
+FINE_TUNE = ("auto", "none", "top", "all")  # mnist_folders.train.fine_tuning
 # Pixels a side at most: one 2048x2048 RGB input is 48 MiB in float32, beyond what a CPU trains on; a larger
 # value (a hand-edited setting.json) would make every batch of predict allocate gigabytes.
-MAX_SIDE = 2048  # mnist_folders.train.fine_tuning
+MAX_SIDE = 2048
 # Settings that define what the trained model is: a model directory refuses a
 # different value for them (see Setting.for_model).
 MODEL_DEFINING = ("image_height", "image_width", "color_mode", "class_names", "model")
@@ -193,7 +193,7 @@ class Setting:
                         choices=_model_names)
     fine_tune: str = option("auto", "pretrained models: after the head is fitted on cached embeddings, none "
                             "(the few-shot path: frozen backbone), top (unfreeze the last blocks) or all; auto: "
-                            "none under 20 training images per class, else top", "training",
+                            "none under 5 training images per class, all up to 1,000, else top", "training",
                             choices=FINE_TUNE)
     backbone_weights: str | None = option(None, "a local .h5 file of ImageNet weights (no top) for a Keras "
                                           "Applications model", "training", "str", default_text="none (random)")

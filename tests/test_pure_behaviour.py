@@ -720,7 +720,7 @@ def test_toml_booleans_for_invert_become_words():
     ({"class_names": ["a", "b", "a"]}, "class_names has duplicates. Received: ['a', 'b', 'a']"),
     ({"class_names": ["a"]}, "class_names needs at least 2 classes. Received: ['a']"),
     ({"class_names": "a,b"}, "class_names must be of type names. Received: class_names='a,b'"),
-    ({"image_width": 0}, "image_width must be at least 1. Received: image_width=0"),
+    ({"image_width": 0}, "image_width must be in [1, 2048]. Received: image_width=0"),
     ({"model": ["mlp"]}, "model must be of type str. Received: model=['mlp']"),
 ])
 def test_setting_errors_name_the_bad_value(values, message):
