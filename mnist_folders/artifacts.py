@@ -45,7 +45,7 @@ from typing import Any
 from .atomic import atomic_path, remove_stale_temporaries, write_text
 from .errors import CheckpointError
 from .locking import files_lock
-from .names import class_name_problem, display
+from .names import MODEL_DIR_MARKER, class_name_problem, display
 from .settings import MODEL_DEFINING, Setting
 
 SETTING = "setting.json"
@@ -69,7 +69,7 @@ REPORTS = (EVALUATION, "confusion_matrix.png", "misclassified.png", "reliability
            "suspect_labels.png")
 
 
-MARKER = ".mnist_folders"  # written first into every model directory this tool trains: what makes a folder ours
+MARKER = MODEL_DIR_MARKER  # written first into every model directory this tool trains: what makes a folder ours
 MARKER_TEXT = "a model directory of mnist_folders (format 1): train may replace the files it wrote here\n"
 
 
@@ -109,6 +109,37 @@ def ensure_writable(folder: Path, what: str = "model directory") -> None:
         (folder / ".write-test").unlink(missing_ok=True)
     except OSError as exc:
         raise CheckpointError(f"{display(folder)}: {what} is not writable ({exc.strerror})") from None
+
+
+def check_creatable(folder: Path, what: str) -> None:
+    """Check, creating nothing, that ``folder`` exists as a writable folder or could be made: its nearest
+    existing ancestor is a folder this process may write.
+
+    Raises:
+        CheckpointError: a file stands where a folder must be, or the ancestor is not writable.
+    """
+    ancestor = Path(os.path.abspath(folder))
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CheckpointError(f"{display(folder)}: {what} is not writable ({display(ancestor)} is a file)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{display(folder)}: {what} is not writable (permission denied in "
+                              f"{display(ancestor)})")
+
+
+def check_output_csv(path: Path, model_dir: Path) -> None:
+    """Refuse a predictions CSV path that is a folder or one of the model directory's own files
+    (the run's files, its reports, the marker, ``export``); ``predictions.csv`` there is the default.
+
+    Raises:
+        CheckpointError: as above, before anything is predicted or written.
+    """
+    if path.is_dir():
+        raise CheckpointError(f"{display(path)}: a folder; --output names the CSV file to write")
+    own = {*RUN_FILES, *REPORTS, MARKER, EXPORT, STAGING}
+    if path.name in own and path.resolve().parent == Path(model_dir).resolve():
+        raise CheckpointError(f"{display(path)}: a file of the model itself; --output names another file")
 
 
 def write_json(path: Path, data: Any) -> None:

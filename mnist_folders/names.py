@@ -23,6 +23,9 @@ def safe_cell(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+# Written first into every model directory this tool trains (artifacts.claim_for_training): what makes a
+# folder ours, and what the data listings leave out (a model directory inside a train or predict folder).
+MODEL_DIR_MARKER = ".mnist_folders"
 MAX_CLASS_NAME_BYTES = 255  # a file name's limit on Linux and macOS: a class name is a folder name
 
 

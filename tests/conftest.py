@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -16,6 +19,10 @@ MNIST = REPO / "data" / "mnist"
 # Small enough for a fast suite, large enough for a meaningful accuracy.
 SUBSET = 5000
 EPOCHS = 3
+# The shared model's training: batch 64 gives 3 x 63 steps, about 97 % test accuracy (batch "auto", 256,
+# gave 48 steps and 91 %, on the edge of the tests' thresholds).
+FIXTURE_TRAINING = ("--epochs", str(EPOCHS), "--model", "cnn_64_128_256", "--batch-size", "64")
+EXPORT_TEMPERATURE = 2.5  # the softmax temperature of the exported fixture model
 
 
 def _no_export(args: tuple[str, ...], export: bool) -> tuple[str, ...]:
@@ -28,15 +35,73 @@ def _no_export(args: tuple[str, ...], export: bool) -> tuple[str, ...]:
 
 
 def run_cli(*args: str, check: bool = True, cwd: Path | None = None,
-            env: dict[str, str] | None = None, export: bool = False) -> subprocess.CompletedProcess:
+            env: dict[str, str] | None = None, export: bool = False, process: bool = False) -> subprocess.CompletedProcess:
     """Run ``python <script> args...`` from the repository root and capture its output (``env``: extra
-    variables; ``export``: keep the default export after training)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    variables; ``export``: keep the default export after training).
+
+    ``mnist_keras.py`` runs inside this process (TensorFlow is imported once for the whole suite, not 4 s per
+    call) unless ``process`` asks for a real one, ``env`` sets other variables than those read at call time
+    (:data:`IN_PROCESS_ENV`; the kill hook would kill pytest), or the run needs a fresh TensorFlow runtime
+    (``--strategy``: logical devices are made before the runtime starts). Exit codes, stdout and stderr are
+    those a subprocess gives; what the process itself does (signals, imports, file descriptors) is tested
+    with ``process=True`` or :func:`start_cli`."""
     args = _no_export(args, export)
-    result = subprocess.run([sys.executable, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True)
+    if process or set(env or {}) - IN_PROCESS_ENV or not _in_process_ok(args):
+        env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        result = subprocess.run([sys.executable, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True)
+    else:
+        result = _run_in_process(args, cwd or REPO, env or {})
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+# Variables the CLI reads when it needs them (not at import): a run given them can stay in this process.
+IN_PROCESS_ENV = {"MNIST_FOLDERS_CACHE", "MNIST_FOLDERS_NO_PRETRAINED"}
+
+
+def _in_process_ok(args: tuple[str, ...]) -> bool:
+    return bool(args) and Path(args[0]).name == "mnist_keras.py" and "--strategy" not in args
+
+
+class _Captured(io.TextIOWrapper):
+    """A text stream like a pipe's (``reconfigure`` works, as the CLI calls it), read back as
+    ``subprocess.run(text=True)`` reads a pipe: UTF-8, line ends made ``\\n``."""
+
+    def __init__(self):
+        super().__init__(io.BytesIO(), encoding="utf-8", write_through=True)
+
+    def text(self) -> str:
+        self.flush()
+        return self.buffer.getvalue().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _run_in_process(args: tuple[str, ...], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    import keras
+
+    out, err = _Captured(), _Captured()
+    saved = sys.argv, os.getcwd(), signal.getsignal(signal.SIGTERM), dict(os.environ)
+    sys.argv = list(args)
+    os.chdir(cwd)
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(args[0], run_name="__main__")
+                code = 0
+            except SystemExit as exc:  # as the interpreter does with sys.exit's argument
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+                if not isinstance(exc.code, (int, type(None))):
+                    print(exc.code, file=err)
+    finally:
+        sys.argv = saved[0]
+        os.chdir(saved[1])
+        signal.signal(signal.SIGTERM, saved[2])
+        os.environ.clear()
+        os.environ.update(saved[3])
+        keras.mixed_precision.set_global_policy("float32")  # as a fresh process starts
+        keras.backend.clear_session()
+    return subprocess.CompletedProcess(args, code, out.text(), err.text())
 
 
 # Runs a script in-process, then prints on its last stdout line whether TensorFlow was imported.
@@ -102,7 +167,7 @@ def trained_model(small_data, tmp_path_factory) -> Path:
     """A reference model trained through the CLI on the small tree (tf.data pipeline)."""
     model_dir = tmp_path_factory.mktemp("models") / "mnist"
     run_cli(str(REPO / "mnist_keras.py"), "--mode", "train", "--data-dir", str(small_data),
-            "--model-dir", str(model_dir), "--epochs", str(EPOCHS), "--model", "cnn_64_128_256", "--quiet")
+            "--model-dir", str(model_dir), *FIXTURE_TRAINING, "--quiet")
     return model_dir
 
 
@@ -110,10 +175,15 @@ def trained_model(small_data, tmp_path_factory) -> Path:
 def exported(trained_model, small_data, tmp_path_factory) -> Path:
     """A copy of :func:`trained_model` with every format exported by the CLI (the original stays
     un-exported, so other tests keep predicting with Keras)."""
+    import json
     import shutil
 
     model_dir = tmp_path_factory.mktemp("exported") / "mnist"
     shutil.copytree(trained_model, model_dir)
+    # A temperature far from 1 (the fitted one is near 1): a temperature applied inverted, or not at all,
+    # changes every confidence (test_deploy.py computes them independently).
+    calibration = model_dir / "calibration.json"
+    calibration.write_text(json.dumps({**json.loads(calibration.read_text()), "temperature": EXPORT_TEMPERATURE}))
     result = run_cli(str(REPO / "mnist_keras.py"), "--mode", "export", "--model-dir", str(model_dir),
                      "--data-dir", str(small_data))
     assert "exported to" in result.stdout

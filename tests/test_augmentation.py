@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from mnist_folders.data.folders import index_tree
 from mnist_folders.data.pipeline import idg_training, tfdata_training
@@ -23,11 +24,17 @@ def test_tfdata_augments_training_but_not_validation(small_data):
 
 
 def test_idg_augments_training_but_not_validation(small_data):
-    setting = Setting(color_mode="grayscale", image_height=28, image_width=28, model="cnn_64_128_256", batch_size=128, data_dir=str(small_data),
-                      rotation_range=15.0, shift_range=0.1, pipeline="idg")
-    data = idg_training(setting, index_tree(setting.train_path))
-    assert data.train.image_data_generator.rotation_range == 15.0
-    assert data.validation.image_data_generator.rotation_range == 0
-    assert data.validation.image_data_generator.width_shift_range == 0.0
-    x, _ = data.train[0]  # drawing a batch runs the random transforms (scipy.ndimage inside Keras)
-    assert x.shape == (128, 28, 28, 1) and 0.0 <= x.min() and x.max() <= 1.0
+    plain = Setting(color_mode="grayscale", image_height=28, image_width=28, model="cnn_64_128_256", batch_size=128,
+                    data_dir=str(small_data), pipeline="idg")
+    augmented = plain.replace(rotation_range=15.0, shift_range=0.1)
+    index = index_tree(plain.train_path)
+    a, b = idg_training(plain, index), idg_training(augmented, index)
+    # Drawing a batch runs the random transforms (scipy.ndimage inside Keras); the shuffle is seeded alike.
+    (xa, ya), (xb, yb) = a.train[0], b.train[0]
+    np.testing.assert_array_equal(ya, yb)  # same shuffle, same images...
+    assert xb.shape == (128, 28, 28, 1) and 0.0 <= xb.min() and xb.max() <= 1.0
+    assert np.abs(xa - xb).mean() > 0.01  # ...moved around
+    # The rescale is applied to both: plain batches hold MNIST's 0-1 pixels, not 0-255.
+    assert xa.max() == 1.0 and xa.mean() == pytest.approx(0.13, abs=0.03)
+    np.testing.assert_array_equal(a.validation[0][0], b.validation[0][0])
+    np.testing.assert_array_equal(a.validation[0][1], b.validation[0][1])

@@ -264,3 +264,27 @@ def test_a_mislabelled_image_ranks_at_the_top(trained_model, small_data, tmp_pat
     assert len(rows) == 20 and {row["split"] for row in rows} <= {"train", "validation"}
     assert float(rows[0]["given_probability"]) <= float(rows[-1]["given_probability"])
     assert (tmp_path / "model" / check.SUSPECT_FIGURE).exists()
+
+
+def test_the_duplicates_figure_draws_thumbnails_of_large_images(small_data, tmp_path, monkeypatch):
+    # Issue 24, M9: three 9000x9000 duplicates were drawn at full size (5.9 GB, 66 s).
+    from mnist_folders.data import check_plots
+
+    for digit in ("3", "8"):
+        (tmp_path / "train" / digit).mkdir(parents=True)
+        for source in _first(small_data, "train", int(digit), 6):
+            shutil.copy(source, tmp_path / "train" / digit / source.name)
+    with Image.open(_first(small_data, "train", 3, 1)[0]) as digit:
+        big = digit.resize((3000, 2000), Image.Resampling.BILINEAR)
+    for name in ("big.png", "big_copy.png"):
+        big.save(tmp_path / "train" / "3" / name)
+    drawn = []
+    monkeypatch.setattr(check_plots, "duplicate_groups", lambda rows, path: drawn.extend(rows) or path)
+    found = check.run_check(Setting(data_dir=str(tmp_path), model_dir=str(tmp_path / "model")), progress=False,
+                            log=lambda _: None)
+    assert _groups(found.exact) == [({str(tmp_path / "train" / "3" / n) for n in ("big.png", "big_copy.png")},
+                                     "within a class")]
+    cells = [cell for _, row in drawn for cell, _ in row]
+    assert all(max(cell.shape[:2]) <= 128 for cell in cells)
+    big = [cell.shape for cell in cells if cell.shape[0] > 28]  # the copies (also near the 28x28 source)
+    assert len(big) >= 2 and set(big) == {(85, 128, 3)}

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import EPOCHS, REPO, run_cli, run_cli_watching_imports
+from mnist_folders import artifacts
 from mnist_folders.artifacts import load_trained_model
 from mnist_folders.serve.prediction import predict_probabilities
 
@@ -180,6 +181,13 @@ def test_resume_continues_from_the_next_epoch_with_the_idg_pipeline(small_data, 
     assert "Epoch 2/2" in result.stdout and "Epoch 1/2" not in result.stdout
     history = (model_dir / "history.csv").read_text().splitlines()
     assert history[:2] == first and [line.split(",")[0] for line in history[1:]] == ["1", "2"]
+    # Epoch 2 continued epoch 1's weights and optimizer: its loss is far below a first epoch's (a restart
+    # from scratch gives about the same loss again), and last.keras counts both epochs' steps.
+    loss = [float(row["loss"]) for row in artifacts.read_history(model_dir)]
+    assert loss[1] < 0.6 * loss[0], loss
+    train_images = json.loads((model_dir / "dataset.json").read_text())["train_images"]
+    steps = -(-train_images // 64)
+    assert int(artifacts.load_last_model(model_dir).optimizer.iterations.numpy()) == 2 * steps
     result = run_cli(CLI, *common, "--epochs", "2", "--resume")  # already finished: nothing more runs
     assert "Epoch" not in result.stdout
     assert len((model_dir / "history.csv").read_text().splitlines()) == 3

@@ -10,8 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli, run_cli_watching_imports
+from conftest import EXPORT_TEMPERATURE, MNIST, REPO, run_cli, run_cli_watching_imports
 from mnist_folders import artifacts
+from mnist_folders.data.idx import load_split
 from mnist_folders.serve import calibration, parity
 
 CLI = str(REPO / "mnist_keras.py")
@@ -23,6 +24,61 @@ def _rows(path):
         return list(csv.reader(f))
 
 
+def _softmax(logits):
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def dark_on_light(exported, tmp_path_factory):
+    """``(folder, images, expected)``: 40 MNIST test digits saved dark on light (the model was trained on light
+    on dark), and the probabilities every runtime must give them, computed here without the predict path: the
+    float32 Keras model on the images inverted by hand, its log-probabilities divided by the saved temperature."""
+    from PIL import Image
+
+    images = 255 - load_split(MNIST, "test")[0][:40]
+    folder = tmp_path_factory.mktemp("dark_on_light")
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i:02d}.png")
+    model, _, _ = artifacts.load_trained_model(exported, policy="float32")
+    softmax = np.asarray(model.predict_on_batch((255 - images[..., None]).astype(np.float32) / 255))
+    expected = _softmax(np.log(np.maximum(softmax, 1e-30)) / EXPORT_TEMPERATURE)
+    return folder, images, expected
+
+
+@pytest.mark.parametrize("runtime", ["keras", "onnx", "tflite", "tflite_int8"])
+def test_every_runtime_inverts_dark_on_light_digits_and_divides_by_the_temperature(runtime, exported,
+                                                                                 dark_on_light, tmp_path):
+    folder, _, expected = dark_on_light
+    out = tmp_path / "p.csv"
+    run_cli(CLI, "--mode", "predict", "--model-dir", str(exported), "--input", str(folder), "--runtime", runtime,
+            "--output", str(out), "--quiet")
+    rows = sorted(_rows(out)[1:])
+    class_names = json.loads((exported / "class_names.json").read_text())
+    order = np.argsort(-expected, axis=1)
+    same = [row[1] == class_names[order[i, 0]] for i, row in enumerate(rows)]
+    # int8 quantisation moves probabilities by a few hundredths; Keras runs under the trained policy (bfloat16
+    # where the CPU has it); the float32 exports match the float32 reference.
+    tolerance = {"keras": 0.03, "tflite_int8": 0.06}.get(runtime, 1e-4)
+    assert sum(same) >= (36 if runtime == "tflite_int8" else 39), (runtime, sum(same))
+    for i, row in enumerate(rows):
+        if same[i]:
+            assert float(row[2]) == pytest.approx(expected[i, order[i, 0]], abs=tolerance), (runtime, i, row)
+            assert float(row[4]) == pytest.approx(expected[i, order[i, 1]], abs=tolerance), (runtime, i, row)
+
+
+def test_the_savedmodel_signatures_invert_and_divide_by_the_temperature(exported, dark_on_light):
+    import tensorflow as tf
+
+    folder, images, expected = dark_on_light
+    loaded = tf.saved_model.load(str(exported / "export" / "saved_model"))
+    pixels = loaded.signatures["serve"](images=tf.constant(images[..., None]))["probabilities"].numpy()
+    encoded = [(folder / f"{i:02d}.png").read_bytes() for i in range(len(images))]
+    decoded = loaded.signatures["serve_bytes"](encoded=tf.constant(encoded))["probabilities"].numpy()
+    assert np.abs(pixels - expected).max() < 1e-4
+    assert np.abs(decoded - expected).max() < 1e-4  # PNG: lossless, so the same pixels
+
+
 def test_export_writes_every_format_with_labels_and_preprocessing(exported):
     folder = exported / "export"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
@@ -30,7 +86,7 @@ def test_export_writes_every_format_with_labels_and_preprocessing(exported):
     assert (folder / "labels.txt").read_text().splitlines() == json.loads((exported / "class_names.json").read_text())
     pre = json.loads((folder / "preprocessing.json").read_text())
     assert pre["input"]["shape"] == [None, 28, 28, 1] and pre["input"]["dtype"] == "uint8"
-    assert pre["temperature"] == artifacts.load_temperature(exported)
+    assert pre["temperature"] == artifacts.load_temperature(exported) == EXPORT_TEMPERATURE
     assert not [p for p in folder.rglob("*") if ".tmp" in p.name]
 
 
@@ -116,15 +172,50 @@ def test_export_of_a_non_digit_rgb_model(tmp_path):
     # Training exported ONNX by default, so predict runs without TensorFlow straight away.
     assert "onnx: " in trained.stdout and (model_dir / "export" / "model.onnx").is_file()
     (tmp_path / "new").mkdir()
-    shutil.copy(next((tmp_path / "test" / "huit").iterdir()), tmp_path / "new" / "x.png")
-    predicted = run_cli(CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(tmp_path / "new"))
+    # Files whose sides' ratio is far from the model's 40:24, where stretching and padding differ.
+    unlike = [p for p in sorted((tmp_path / "test").rglob("*.png")) if abs(np.log(_ratio(p) / (40 / 24))) > 0.4]
+    for k, path in enumerate(unlike[:10]):
+        shutil.copy(path, tmp_path / "new" / f"{k:02d}.png")
+    predicted = run_cli(CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(tmp_path / "new"),
+                        "--output", str(tmp_path / "onnx.csv"))
     assert "(runtime onnx)" in predicted.stdout
+    _predicts_padded_images(model_dir, tmp_path / "new", tmp_path / "onnx.csv", "float32")
+    run_cli(CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(tmp_path / "new"),
+            "--output", str(tmp_path / "keras.csv"), "--runtime", "keras")
+    _predicts_padded_images(model_dir, tmp_path / "new", tmp_path / "keras.csv", None)
     run_cli(CLI, "--mode", "export", *common, "--format", "savedmodel,onnx")
     assert json.loads((model_dir / "export" / "preprocessing.json").read_text())["input"]["shape"] == [None, 24, 40, 3]
     setting = artifacts.setting_for_model({"model_dir": str(model_dir), "data_dir": str(tmp_path)})
     rows = {r.format: r for r in parity.compare(setting, ("onnx", "savedmodel_bytes"))}
     assert rows["onnx"].images == 120 and rows["onnx"].disagreements <= 1
     assert rows["savedmodel_bytes"].disagreements <= 1, rows["savedmodel_bytes"]
+
+
+def _ratio(path) -> float:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size[0] / image.size[1]
+
+
+def _predicts_padded_images(model_dir, folder, csv_path, policy):
+    """The CSV's confidences are what the model gives on ``ImageOps.pad`` of each file (24x40, bilinear,
+    black margins, as trained), temperature-scaled: computed here without the predict path."""
+    from PIL import Image, ImageOps
+
+    model, _, class_names = artifacts.load_trained_model(model_dir, policy=policy)
+    names = sorted(p.name for p in folder.iterdir())
+    padded = []
+    for name in names:
+        with Image.open(folder / name) as image:
+            padded.append(np.asarray(ImageOps.pad(image.convert("RGB"), (40, 24), Image.Resampling.BILINEAR, 0)))
+    softmax = np.asarray(model.predict_on_batch(np.stack(padded).astype(np.float32) / 255))
+    temperature = json.loads((model_dir / "calibration.json").read_text())["temperature"]
+    expected = _softmax(np.log(np.maximum(softmax, 1e-30)) / temperature)
+    rows = sorted(_rows(csv_path)[1:])
+    assert [row[0].rsplit("/", 1)[1] for row in rows] == names
+    for row, p in zip(rows, expected):
+        assert row[1] == class_names[p.argmax()] and float(row[2]) == pytest.approx(p.max(), abs=1e-4), (row, p)
 
 
 def test_unknown_export_format_is_a_usage_error():
@@ -144,11 +235,30 @@ def test_a_failed_export_after_training_is_one_line_and_keeps_the_training(tmp_p
     assert lines[0].endswith("predict runs on Keras; retry with --mode export")
 
 
-def test_training_fits_a_temperature_that_lowers_the_validation_nll(trained_model):
+def test_training_fits_the_temperature_that_minimises_the_validation_nll(trained_model):
+    """The saved temperature is the minimum of the negative log-likelihood on the held-out images,
+    computed here (the model's softmax on the validation split, logits divided by T) over a grid of T."""
+    from mnist_folders.data.decoding import decode_images
+    from mnist_folders.data.folders import index_tree
+    from mnist_folders.train.training import split_readable
+
     saved = json.loads((trained_model / "calibration.json").read_text())
-    held_out = json.loads((trained_model / "dataset.json").read_text())["validation_images"]
-    assert 0.05 <= saved["temperature"] <= 20 and saved["validation_images"] == held_out > 0
-    assert saved["nll_after"] <= saved["nll_before"]
+    model, setting, class_names = artifacts.load_trained_model(trained_model)
+    held_out = split_readable(setting, index_tree(setting.train_path, class_names), [])[1]
+    assert saved["validation_images"] == len(held_out) == json.loads(
+        (trained_model / "dataset.json").read_text())["validation_images"] > 0
+    decoded = decode_images(held_out.paths, setting)
+    softmax = np.asarray(model.predict_on_batch(decoded.images.astype(np.float32) / 255), dtype=np.float64)
+    labels = held_out.labels[decoded.kept]
+
+    def nll(temperature: float) -> float:
+        log_p = np.log(np.maximum(softmax, 1e-30)) / temperature
+        log_p -= np.log(np.exp(log_p - log_p.max(1, keepdims=True)).sum(1, keepdims=True)) + log_p.max(1, keepdims=True)
+        return float(-log_p[np.arange(len(labels)), labels].mean())
+
+    assert saved["nll_before"] == pytest.approx(nll(1.0), abs=1e-4)
+    assert saved["nll_after"] == pytest.approx(nll(saved["temperature"]), abs=1e-4)
+    assert nll(saved["temperature"]) <= min(nll(t) for t in np.geomspace(0.2, 5.0, 200)) + 1e-5
 
 
 def test_evaluate_reports_calibration_and_draws_the_reliability_diagram(trained_model, small_data):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 import time
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import kill_group as _kill, start_cli as _start, wait_for as _wait_for, EPOCHS, MNIST, REPO, run_cli
+from conftest import kill_group as _kill, start_cli as _start, wait_for as _wait_for, EPOCHS, FIXTURE_TRAINING, MNIST, REPO, run_cli
 from mnist_folders.data.idx import load_split
 
 CLI = str(REPO / "mnist_keras.py")
@@ -40,7 +41,7 @@ def _same_training(a: Path, b: Path) -> None:
 def test_killed_training_resumes_like_an_uninterrupted_run(moment, small_data, trained_model, tmp_path):
     model_dir = tmp_path / "m"
     args = [CLI, "--mode", "train", "--data-dir", str(small_data), "--model-dir", str(model_dir),
-            "--epochs", str(EPOCHS), "--model", "cnn_64_128_256", "--quiet"]
+            *FIXTURE_TRAINING, "--quiet"]
     # mid-epoch: after batch 10 of epoch 2; epoch-boundary: once epoch 2's history row is written but
     # before its last.keras (the epoch's commit point), so the resume must drop that row.
     # The mid-epoch case also switches the image cache: killed reading a disk cache, resumed decoding
@@ -100,17 +101,25 @@ def test_kill_during_an_atomic_write_keeps_the_previous_file(tmp_path):
 def test_evaluate_and_predict_read_complete_checkpoints_while_training(small_data, trained_model, tmp_path):
     model_dir = tmp_path / "m"
     shutil.copytree(trained_model, model_dir)  # a checkpoint exists from the start
-    # --resume keeps it there throughout: a fresh run removes the old checkpoint until its first epoch ends.
+    # --resume keeps it there throughout (a fresh run removes the old checkpoint until its first epoch ends);
+    # a recorded best of 0 makes every resumed epoch a new best: best.weights.h5 is replaced each epoch.
+    (model_dir / "best.json").write_text(json.dumps({**json.loads((model_dir / "best.json").read_text()),
+                                                     "val_accuracy": 0.0}))
     process = _start(CLI, "--mode", "train", "--data-dir", str(small_data), "--model-dir", str(model_dir),
-                     "--epochs", str(EPOCHS + 3), "--model", "cnn_64_128_256", "--resume", "--quiet")
-    runs = 0
+                     *FIXTURE_TRAINING, "--epochs", str(EPOCHS + 3), "--resume", "--quiet")
+    runs, weights_seen = 0, set()
     while process.poll() is None or runs < 2:
         mode = ["evaluate", "predict"][runs % 2]
+        weights_seen.add(hashlib.sha256((model_dir / "best.weights.h5").read_bytes()).hexdigest())
         result = run_cli(CLI, "--mode", mode, "--data-dir", str(small_data), "--model-dir", str(model_dir),
                          "--quiet", check=False)
         assert result.returncode == 0, result.stderr
+        if mode == "evaluate":  # a whole checkpoint, not a half-written one: the trained model's accuracy
+            assert json.loads((model_dir / "evaluation.json").read_text())["accuracy"] > 0.85
         runs += 1
     assert process.wait() == 0
+    assert len(weights_seen) >= 2, "the checkpoint was never replaced while evaluate and predict ran"
+    assert json.loads((model_dir / "best.json").read_text())["epoch"] > EPOCHS
 
 
 def test_unwritable_model_dir_fails_before_training(small_data, tmp_path):
@@ -216,7 +225,7 @@ def test_corrupt_last_checkpoint_refuses_resume(small_data, trained_model, tmp_p
     data = bytearray((model_dir / "last.keras").read_bytes())
     (model_dir / "last.keras").write_bytes(bytes(data[: len(data) // 3]))
     result = run_cli(CLI, "--mode", "train", "--data-dir", str(small_data), "--model-dir", str(model_dir),
-                     "--epochs", "5", "--model", "cnn_64_128_256", "--resume", "--quiet", check=False)
+                     *FIXTURE_TRAINING, "--epochs", "5", "--resume", "--quiet", check=False)
     assert result.returncode == 2 and "last.keras: cannot load" in result.stderr
     assert result.stderr.count("\n") == 1
 

@@ -1,22 +1,26 @@
 """Defects of the second hostile probe: the high ones, a user's file truncated (H1), a user's folder
 overwritten by a fresh training run (H2), class names from a model folder writing outside --sort-into (H3);
-and some medium and low ones (M4, M10, L4, L5)."""
+and medium and low ones (M1-M7, M10, L2, L4, L5, L8, L16-L18)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import FIXTURE_TRAINING, REPO, run_cli
 
 CLI = str(REPO / "mnist_keras.py")
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's bytes, the lock files aside (they hold the PID of the last process that locked)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.endswith(".lock")}
 
 
 def _one_line_refusal(result, *words: str) -> None:
@@ -152,3 +156,160 @@ def test_the_kill_hook_with_a_bad_value_is_one_line(small_data, tmp_path):
                      "--model", "cnn_small", "--epochs", "1", "--quiet", check=False,
                      env={"MNIST_FOLDERS_KILL_AT": "abc"})
     _one_line_refusal(result, "MNIST_FOLDERS_KILL_AT='abc'")
+
+
+def _wrong_shape_onnx() -> bytes:
+    """A valid ONNX graph named like ours but for 5x5 images and 1 output value."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, [None, 5, 5, 1])
+    probabilities = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 5, 5, 1])
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["probabilities"])], "g", [images],
+                              [probabilities])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "wrong shape"])
+def test_a_damaged_onnx_export_is_one_line_and_auto_falls_back_to_keras(damage, exported, small_data, tmp_path):
+    # M5: a current preprocessing.json (the weights' digest matches) beside a model.onnx that is not one,
+    # recorded as if a broken exporter had written it (a file that differs from the record: the next test).
+    model_dir = tmp_path / "m"
+    shutil.copytree(exported, model_dir)
+    onnx_file = model_dir / "export" / "model.onnx"
+    damaged = {"garbage": lambda: b"\x08\x07 not a protobuf at all" * 50, "empty": lambda: b"",
+               "truncated": lambda: onnx_file.read_bytes()[:5000], "wrong shape": _wrong_shape_onnx}
+    onnx_file.write_bytes(damaged[damage]())
+    pre = model_dir / "export" / "preprocessing.json"
+    description = json.loads(pre.read_text())
+    description["artifacts_sha256"]["model.onnx"] = hashlib.sha256(onnx_file.read_bytes()).hexdigest()
+    pre.write_text(json.dumps(description))
+    predict = [CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(small_data / "tmp"),
+               "--output", str(tmp_path / "p.csv")]
+    _one_line_refusal(run_cli(*predict, "--runtime", "onnx", check=False), str(onnx_file),
+                      "run --mode export again, or predict with --runtime keras")
+    assert not (tmp_path / "p.csv").exists()
+    fallback = run_cli(*predict, "--quiet")
+    assert "(runtime keras)" in fallback.stdout and "10 predicted" in fallback.stdout
+    assert fallback.stderr.count("\n") == 1 and str(onnx_file) in fallback.stderr
+    assert fallback.stderr.rstrip().endswith("; predicting with Keras (run --mode export again)")
+
+
+def test_an_export_cut_short_is_never_served_half_new(exported, small_data, tmp_path):
+    # M6, L18: the model.onnx of an export with --invert true (killed before its preprocessing.json) beside the
+    # files of the previous export, whose weights digest still matches: not served; auto predicts with Keras.
+    inverting = tmp_path / "inverting"
+    shutil.copytree(exported, inverting)
+    (inverting / "export" / ".labels.txt.x1y2.tmp").write_text("left by an export killed mid-write (L2)")
+    run_cli(CLI, "--mode", "export", "--model-dir", str(inverting), "--format", "onnx", "--invert", "true")
+    # The formats kept from the previous export were made with the other rule: gone, not vouched for.
+    assert sorted(p.name for p in (inverting / "export").iterdir()) == ["labels.txt", "model.onnx",
+                                                                        "preprocessing.json"]
+    model_dir = tmp_path / "m"
+    shutil.copytree(exported, model_dir)
+    shutil.copy(inverting / "export" / "model.onnx", model_dir / "export" / "model.onnx")
+    predict = [CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(small_data / "tmp")]
+    _one_line_refusal(run_cli(*predict, "--runtime", "onnx", check=False), "model.onnx",
+                      "not the file preprocessing.json vouches for")
+    auto = run_cli(*predict, "--output", str(tmp_path / "auto.csv"), "--quiet")
+    assert "(runtime keras)" in auto.stdout and auto.stderr.count("\n") == 1
+    assert "not the file preprocessing.json vouches for" in auto.stderr
+    intact = run_cli(CLI, "--mode", "predict", "--model-dir", str(exported), "--input", str(small_data / "tmp"),
+                     "--output", str(tmp_path / "intact.csv"), "--quiet")
+    assert "(runtime onnx)" in intact.stdout
+    classes = [[line.split(",")[1] for line in (tmp_path / name).read_text().splitlines()[1:]]
+               for name in ("auto.csv", "intact.csv")]
+    assert classes[0] == classes[1]
+    # labels.txt is vouched for too: two classes swapped in it are refused, not served.
+    labels = model_dir / "export" / "labels.txt"
+    shutil.copy(exported / "export" / "model.onnx", model_dir / "export" / "model.onnx")
+    names = labels.read_text().splitlines()
+    labels.write_text("\n".join([names[1], names[0], *names[2:]]) + "\n")
+    _one_line_refusal(run_cli(*predict, "--runtime", "onnx", check=False), "labels.txt",
+                      "not the file preprocessing.json vouches for")
+
+
+def test_sort_into_is_checked_before_predicting(trained_model, small_data, tmp_path):
+    drop = tmp_path / "drop"
+    shutil.copytree(small_data / "tmp", drop)
+    # M7: inside the watched folder every copy would be predicted and copied again, forever.
+    result = run_cli(CLI, "--mode", "predict", "--watch", "--model-dir", str(trained_model), "--input", str(drop),
+                     "--sort-into", str(drop / "sorted"), "--output", str(tmp_path / "w.csv"), check=False)
+    _one_line_refusal(result, "inside the watched folder", str(drop / "sorted"))
+    assert not (drop / "sorted").exists() and not (tmp_path / "w.csv").exists()
+    # L8: a folder that cannot be made is said before any prediction, not after.
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    result = run_cli(CLI, "--mode", "predict", "--model-dir", str(trained_model), "--input", str(drop),
+                     "--sort-into", str(blocker / "sorted"), "--output", str(tmp_path / "p.csv"), check=False)
+    _one_line_refusal(result, str(blocker / "sorted"), "--sort-into folder is not writable")
+    assert not (tmp_path / "p.csv").exists() and "\t" not in result.stdout
+
+
+@pytest.mark.parametrize("watch", [False, True])
+def test_output_cannot_be_a_folder_or_a_file_of_the_model(watch, trained_model, small_data, tmp_path):
+    # L16 (a folder, found only after predicting) and L17 (best.weights.h5 overwritten by a CSV).
+    model_dir = tmp_path / "m"
+    shutil.copytree(trained_model, model_dir)
+    before = _snapshot(model_dir)
+    for output, words in ((tmp_path, "a folder; --output names the CSV file"),
+                          (model_dir / "best.weights.h5", "a file of the model itself"),
+                          (model_dir / "export", "a file of the model itself")):
+        result = run_cli(CLI, "--mode", "predict", *(["--watch"] if watch else []), "--model-dir", str(model_dir),
+                         "--input", str(small_data / "tmp"), "--output", str(output), check=False)
+        _one_line_refusal(result, str(output), words)
+        assert "\t" not in result.stdout
+    assert _snapshot(model_dir) == before
+
+
+def test_resume_refuses_other_training_images(trained_model, small_data, tmp_path):
+    # M1: 60 images more in one class: the epoch count (optimizer steps / epoch length) and the validation
+    # split would no longer be the run's, and history.csv got epochs 1,2,5,6.
+    model_dir = tmp_path / "m"
+    shutil.copytree(trained_model, model_dir)
+    data = tmp_path / "data"
+    shutil.copytree(small_data / "train", data / "train", copy_function=os.link)
+    for k, path in enumerate(sorted((small_data / "test" / "3").iterdir())[:60]):
+        os.link(path, data / "train" / "3" / f"more_{k}.png")
+    before = _snapshot(model_dir)
+    result = run_cli(CLI, "--mode", "train", "--data-dir", str(data), "--model-dir", str(model_dir),
+                     *FIXTURE_TRAINING, "--epochs", "5", "--resume", check=False)
+    _one_line_refusal(result, "the training images changed since this run began (3: ", "train without --resume")
+    assert _snapshot(model_dir) == before
+
+
+def test_resume_after_a_fresh_run_stopped_in_its_first_epoch_is_refused(trained_model, small_data, tmp_path):
+    # M2: the fresh run trained in .staging/ and was killed; --resume would continue the previous model.
+    model_dir = tmp_path / "m"
+    shutil.copytree(trained_model, model_dir)
+    args = [CLI, "--mode", "train", "--data-dir", str(small_data), "--model-dir", str(model_dir),
+            *FIXTURE_TRAINING, "--learning-rate", "0.0005"]
+    killed = run_cli(*args, check=False, env={"MNIST_FOLDERS_KILL_AT": "1:5"})
+    assert killed.returncode == -9 and (model_dir / ".staging").is_dir()
+    before = _snapshot(model_dir)
+    _one_line_refusal(run_cli(*args, "--resume", check=False), ".staging", "a fresh run was stopped before its first "
+                      "epoch was saved", "train again without --resume")
+    assert _snapshot(model_dir) == before
+
+
+def test_a_model_directory_inside_a_data_folder_is_not_data(small_data, tmp_path):
+    # M8: --model-dir inside the train tree became an 11th class (its training_curves.png an image of it);
+    # inside the predict folder, predict classified the model's own figures.
+    data = tmp_path / "data"
+    for digit in ("0", "1"):
+        (data / "train" / digit).mkdir(parents=True)
+        for path in sorted((small_data / "train" / digit).iterdir())[:40]:
+            os.link(path, data / "train" / digit / path.name)
+    model_dir = data / "train" / "models"
+    args = [CLI, "--mode", "train", "--data-dir", str(data), "--model-dir", str(model_dir), "--epochs", "1",
+            "--model", "cnn_32_64_64", "--quiet"]
+    run_cli(*args)
+    again = run_cli(*args)  # the folder now holds a model, figures included
+    assert json.loads((model_dir / "class_names.json").read_text()) == ["0", "1"]
+    assert "training on 64 images" in again.stdout  # 80 images, 16 held out for validation
+    (data / "tmp").mkdir()
+    shutil.copy(next((data / "train" / "1").iterdir()), data / "tmp" / "one.png")
+    shutil.copytree(model_dir, data / "tmp" / "model")
+    result = run_cli(CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(data / "tmp"),
+                     "--quiet")
+    assert "1 predicted, 0 skipped" in result.stdout

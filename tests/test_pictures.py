@@ -69,3 +69,18 @@ def test_evaluate_draws_the_most_confident_mistakes_first(drawn, trained_model, 
     confidences = [int(re.search(r"\((\d+)%\)", title).group(1)) for title in titles]
     assert len(titles) == min(40, report.images - round(report.accuracy * report.images))
     assert confidences == sorted(confidences, reverse=True) and confidences[0] > 50
+
+
+def test_samples_figure_shows_the_first_images_of_each_class_one_row_per_class(drawn, tmp_path):
+    from conftest import MNIST
+    from mnist_folders.data.idx import load_split
+
+    images, labels = load_split(MNIST, "train")
+    images, labels = images[:200], labels[:200]
+    plots.samples_per_class(images, labels, tmp_path / "samples.png", per_class=4)
+    grid = np.array(drawn[0].axes).reshape(10, 4)  # created row by row
+    for digit in range(10):
+        members = np.flatnonzero(labels == digit)[:4]
+        for axis, index in zip(grid[digit], members):
+            assert axis.get_title() == str(digit)
+            assert np.array_equal(axis.images[0].get_array(), images[index])

@@ -246,6 +246,19 @@ def test_float_images_are_stretched_from_their_minimum_to_their_maximum():
     assert np.asarray(convert_mode(Image.fromarray(flat), "grayscale")).tolist() == [[0, 0, 0]]
 
 
+def test_a_float_tiff_with_a_nan_pixel_is_unreadable_not_black(tmp_path):
+    # Issue 24, L13: one NaN made the whole image black (training and prediction), with a RuntimeWarning.
+    digit = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(8, 8)
+    digit[3, 4] = np.nan
+    Image.fromarray(digit).save(tmp_path / "nan.tif")
+    with pytest.raises(ImageReadError, match="^float image with 1 NaN or infinite pixels$"):
+        load_image(tmp_path / "nan.tif", 8, 8, "grayscale")
+    paths = [str(tmp_path / "nan.tif")]
+    Image.fromarray(np.nan_to_num(digit)).save(tmp_path / "fine.tif")
+    images, failed = load_images([*paths, str(tmp_path / "fine.tif")], 8, 8, "grayscale")
+    assert [index for index, _ in failed] == [0] and images[0].max() == 0 and images[1].max() == 255
+
+
 def test_deep_images_in_rgb_mode_become_grey_rgb():
     sixteen = Image.fromarray(np.array([[0, 65535]], dtype=np.uint16))
     assert np.asarray(convert_mode(sixteen, "rgb")).tolist() == [[[0, 0, 0], [255, 255, 255]]]
@@ -832,3 +845,22 @@ def test_misclassified_keeps_the_most_confident_mistakes_across_chunks():
         kept = kept.add(images, np.array([1, 1, 1]), probabilities, np.arange(start, start + 3), limit=4)
     assert kept.order.tolist() == [3, 1, 5, 2]  # the four most confident of six, most confident first
     assert kept.images.ravel().tolist() == [3, 1, 5, 2] and kept.predicted.tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("classes", [10, 1001])
+def test_the_text_report_stays_short_with_a_thousand_classes(classes):
+    # Issue 24, L15: 1,001 classes printed the whole matrix (5 MB).
+    from mnist_folders.serve.evaluation import EvaluationReport, format_report
+
+    names = [f"class_{k}" for k in range(classes)]
+    confusion = np.eye(classes, dtype=int) * 3
+    confusion[5, 7], confusion[2, 0] = 9, 4  # the most frequent confusions, in that order
+    report = EvaluationReport("test", int(confusion.sum()), 0.5, 0.9, 0.9, names, [3] * classes, [1.0] * classes,
+                              [1.0] * classes, confusion.tolist(), [], [], [])
+    text = format_report(report)
+    if classes == 10:
+        assert "confusion matrix (rows: true class" in text and len(text.splitlines()) < 40
+    else:
+        assert len(text) < 100 * classes  # the per-class table, not a 1001 x 1001 matrix
+        confusions = text.split("matrix is in evaluation.json)\n")[1].splitlines()
+        assert confusions == ["  class_5 -> class_7: 9", "  class_2 -> class_0: 4"]

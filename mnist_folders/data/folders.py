@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ..names import class_name_problem, display
+from ..names import MODEL_DIR_MARKER, class_name_problem, display
 from .images import IMAGE_EXTENSIONS
 
 
@@ -95,7 +95,8 @@ def find_class_names(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: folder not found (expected one sub-folder per class)")
-    names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+                   and not is_model_dir(entry.path))
     if not names:
         raise DatasetError(f"{root}: no class sub-folders (expected {root}/<class>/<image files>)")
     return names
@@ -137,13 +138,20 @@ def list_files(folder: str | Path) -> tuple[list[str], list[str]]:
     walked = []
     for dirpath, dirnames, names in os.walk(folder):
         left_out.extend(os.path.join(dirpath, d) for d in dirnames if d.startswith("."))
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # prune hidden folders from the walk
+        # Pruned from the walk: hidden folders, and model directories (their figures are not data).
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_model_dir(os.path.join(dirpath, d))]
         walked.append((dirpath, names))
     for dirpath, names in sorted(walked, key=lambda entry: entry[0]):
         for name in sorted(names):
             path = os.path.join(dirpath, name)
             (files if not name.startswith(".") and _regular_or_broken(path) else left_out).append(path)
     return files, left_out
+
+
+def is_model_dir(path: str | Path) -> bool:
+    """True when ``path`` is a model directory of this tool (it holds the marker file): the listings of
+    train, test and predict folders leave it out, so a ``--model-dir`` inside one is not read as data."""
+    return os.path.isfile(os.path.join(path, MODEL_DIR_MARKER))
 
 
 def _regular_or_broken(path: str) -> bool:

@@ -38,6 +38,8 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     """Scale 16-bit, 32-bit integer and float images to 8-bit grayscale."""
     array = np.asarray(image)
     if image.mode == "F":
+        if not np.isfinite(array).all():  # NaN made the whole scaled image black, with only a RuntimeWarning
+            raise ImageReadError(f"float image with {int((~np.isfinite(array)).sum())} NaN or infinite pixels")
         low, high = float(array.min()), float(array.max())
         scaled = (array - low) / (high - low or 1.0) * 255.0
     else:
@@ -149,6 +151,8 @@ def decode(path: str | Path, color_mode: str) -> tuple[Image.Image, str]:
                 stored = image.mode
                 image.load()
                 return convert_mode(ImageOps.exif_transpose(image), color_mode), stored
+    except ImageReadError:
+        raise
     except UnidentifiedImageError:
         raise ImageReadError("not an image file Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

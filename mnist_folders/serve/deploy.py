@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import artifacts
-from ..atomic import atomic_path, write_bytes, write_text
+from ..atomic import atomic_path, remove_stale_temporaries, write_bytes
 from ..errors import CheckpointError, DatasetError
 from ..data.images import SCALE
 from ..names import display
@@ -49,6 +49,7 @@ FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "tflite_int8": "
          "onnx": "model.onnx"}
 LABELS = "labels.txt"
 PREPROCESSING = "preprocessing.json"
+ARTIFACTS = "artifacts_sha256"  # preprocessing.json's record of each served file's digest
 REPRESENTATIVE_IMAGES = 300  # int8 calibration sample, spread over the classes
 OPSET = 17  # ONNX opset: onnxruntime 1.16 and later run it
 
@@ -62,22 +63,27 @@ class ExportResult:
     seconds: dict[str, float]
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file (hex), read 1 MiB at a time. Raises OSError when it cannot be read."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def weights_digest(model_dir: Path) -> str:
     """SHA-256 of ``best.weights.h5`` (hex): an export records it to tell when it is out of date.
 
     Raises:
         CheckpointError: the file is missing or unreadable.
     """
-    digest = hashlib.sha256()
     path = model_dir / artifacts.BEST_WEIGHTS
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        return file_digest(path)
     except OSError as exc:
         raise CheckpointError(f"{display(path)}: no trained weights to export or check against "
                               f"({exc.strerror or exc})") from None
-    return digest.hexdigest()
 
 
 def invert_masks(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,12 +140,34 @@ def serving_model(model, setting: Setting, trained_light: bool, temperature: flo
         lighter = border_mean > centre_mean
         flip = ops.logical_not(lighter) if trained_light else lighter
         x = ops.where(ops.reshape(flip, (-1, 1, 1, 1)), 1.0 - x, x)
-    probabilities = model(x)
-    if temperature != 1.0:
-        logits = ops.log(ops.maximum(probabilities, 1e-30)) / temperature
-        probabilities = ops.softmax(logits, axis=-1)
+    logits = _logits(model, x) if temperature != 1.0 else None
+    if logits is not None:
+        probabilities = ops.softmax(logits / temperature, axis=-1)
+    else:
+        probabilities = model(x)
+        if temperature != 1.0:  # no softmax Dense layer to read logits from: the log-probabilities instead
+            probabilities = ops.softmax(ops.log(ops.maximum(probabilities, 1e-30)) / temperature, axis=-1)
     return keras.Model(images, {"probabilities": probabilities, "class_index": _TopClass()(probabilities)},
                        name="serving")
+
+
+def _logits(model, x):
+    """The logits of ``model`` on ``x`` (its final softmax ``Dense`` layer, without the softmax), or None
+    when the model does not end in one.
+
+    The temperature divides these, not the logarithm of the softmax output: an int8 graph quantises that
+    output in steps of 1/256, so every probability under 0.004 became 0 and the temperature lost its effect
+    (0.996 printed for a calibrated 0.903).
+    """
+    import keras
+
+    head = model.layers[-1]
+    if not (isinstance(head, keras.layers.Dense) and head.activation is keras.activations.softmax):
+        return None
+    linear = keras.layers.Dense(head.units, dtype="float32", name="logits")
+    linear.build(head.input.shape)
+    linear.set_weights(head.get_weights())
+    return linear(keras.Model(model.inputs, head.input, name="features")(x))
 
 
 def _top_class_layer():
@@ -207,7 +235,12 @@ def _bytes_endpoint(serving, setting: Setting):
 
 
 def _representative(setting: Setting, count: int):
-    """A generator of ``count`` training images, one ``[(1, H, W, C) uint8]`` list at a time, classes interleaved."""
+    """A generator of ``count`` training images, one ``[(1, H, W, C) uint8]`` list at a time, classes interleaved.
+
+    With ``invert = auto`` every other image is given inverted: the graph's inversion branch and its
+    border/centre comparison are calibrated on images that take them (calibrated on training images only,
+    int8 never inverted a dark-on-light digit: 6 of 40 right against 39 of 40 in float32).
+    """
     from ..data.folders import index_tree
     from ..data.images import ImageReadError, load_image
 
@@ -223,7 +256,7 @@ def _representative(setting: Setting, count: int):
                 image = load_image(index.paths[i], h, w, setting.color_mode, setting.resize_method)
             except ImageReadError:
                 continue
-            yield [image[np.newaxis]]
+            yield [(255 - image if setting.invert == "auto" and given % 2 else image)[np.newaxis]]
             given += 1
             if given == count:
                 return
@@ -231,22 +264,30 @@ def _representative(setting: Setting, count: int):
     return generate
 
 
-def remove_stale_formats(folder: Path, digest: str, keep: tuple[str, ...]) -> None:
-    """Delete the formats not in ``keep`` when ``folder`` holds an export of other weights than ``digest``:
-    the new ``preprocessing.json`` must not vouch for them."""
+def remove_stale_formats(folder: Path, description: dict, keep: tuple[str, ...]) -> dict[str, str]:
+    """Delete the formats not in ``keep`` unless the export in ``folder`` was made with the same
+    ``description`` (weights, settings, temperature): the new ``preprocessing.json`` must not vouch for
+    files of other weights or another inversion rule. Returns ``{file name: SHA-256}`` of the formats kept,
+    as the previous ``preprocessing.json`` recorded them (a kept file without a record is deleted too)."""
     try:
-        previous = json.loads((folder / PREPROCESSING).read_text(encoding="utf-8")).get("source_weights_sha256")
-    except (OSError, ValueError, AttributeError):
-        previous = None
-    if previous == digest:
-        return
+        previous = json.loads((folder / PREPROCESSING).read_text(encoding="utf-8"))
+        recorded = dict(previous.pop(ARTIFACTS))
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        previous, recorded = None, {}
+    same = previous == description
+    kept = {}
     for name, file in FILES.items():
-        if name not in keep:
-            path = folder / file
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        path = folder / file
+        if name in keep or not path.exists():
+            continue
+        if same and (file in recorded or name == "savedmodel"):
+            if file in recorded:
+                kept[file] = recorded[file]
+        elif path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return kept
 
 
 def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> ExportResult:
@@ -272,6 +313,7 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
     artifacts.ensure_writable(model_dir)
     folder = model_dir / artifacts.EXPORT
     folder.mkdir(exist_ok=True)
+    remove_stale_temporaries(folder)  # what an export killed mid-write left (L2 of issue 24)
     digest = weights_digest(model_dir)
     model, setting, class_names = artifacts.load_trained_model(model_dir, setting, policy="float32")
     trained_light = artifacts.light_background_share(model_dir) > 0.5
@@ -281,7 +323,8 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
     signature = [tf.TensorSpec([None, h, w, c], tf.uint8, name="images")]
     files, seconds = {}, {}
 
-    remove_stale_formats(folder, digest, keep=formats)
+    description = preprocessing_description(setting, trained_light, temperature, digest)
+    recorded = remove_stale_formats(folder, description, keep=formats)
 
     # The SavedModel comes first: the TFLite converters read it.
     started = time.perf_counter()
@@ -324,6 +367,11 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
             log(f"savedmodel: {display(final)} (signatures serve, serve_bytes; {seconds['savedmodel']:.1f} s)")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    write_text(folder / LABELS, "".join(f"{name}\n" for name in class_names))
-    artifacts.write_json(folder / PREPROCESSING, preprocessing_description(setting, trained_light, temperature, digest))
+    # A class folder whose name is not UTF-8 keeps its bytes (surrogateescape), as runtime.py reads them back.
+    write_bytes(folder / LABELS, "".join(f"{name}\n" for name in class_names).encode("utf-8", "surrogateescape"))
+    # preprocessing.json last: it commits the export. It records every served file's digest, so a file
+    # another export (killed before this point) or a person put there is not served under it.
+    recorded.update({path.name: file_digest(path) for name, path in files.items() if name != "savedmodel"})
+    recorded[LABELS] = file_digest(folder / LABELS)
+    artifacts.write_json(folder / PREPROCESSING, {**description, ARTIFACTS: recorded})
     return ExportResult(folder, files, seconds)

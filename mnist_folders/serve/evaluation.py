@@ -51,6 +51,8 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> list[float | None]
     return [float(n / d) if d else None for n, d in zip(numerator, denominator)]
 
 
+MATRIX_PRINTED_UP_TO = 30  # classes; above, the text report lists the top confusions instead of the matrix
+TOP_CONFUSIONS = 20
 KERAS_EPSILON = 1e-7  # keras.config.epsilon(): how far Keras' cross-entropy clips probabilities from 0 and 1
 
 
@@ -193,11 +195,20 @@ def format_report(report: EvaluationReport) -> str:
     ]
     for name, p, r, n in zip(names, report.precision, report.recall, report.support):
         lines.append(f"{name:>{width}}     {fmt(p)}  {fmt(r)}  {n:7d}")
-    cell = max(5, len(str(max(max(row) for row in report.confusion))) + 1)
-    lines += ["", "confusion matrix (rows: true class, columns: predicted class)",
-              " " * width + "".join(f"{n[:cell - 1]:>{cell}}" for n in names)]
-    for name, row in zip(names, report.confusion):
-        lines.append(f"{name:>{width}}" + "".join(f"{v:>{cell}d}" for v in row))
+    if len(names) <= MATRIX_PRINTED_UP_TO:
+        cell = max(5, len(str(max(max(row) for row in report.confusion))) + 1)
+        lines += ["", "confusion matrix (rows: true class, columns: predicted class)",
+                  " " * width + "".join(f"{n[:cell - 1]:>{cell}}" for n in names)]
+        for name, row in zip(names, report.confusion):
+            lines.append(f"{name:>{width}}" + "".join(f"{v:>{cell}d}" for v in row))
+    else:  # 1,001 classes printed 5 MB: the most frequent confusions instead, the matrix in the JSON report
+        matrix = np.array(report.confusion)
+        np.fill_diagonal(matrix, 0)
+        cells = np.argsort(-matrix, axis=None, kind="stable")[:TOP_CONFUSIONS]
+        pairs = [(int(c) // len(names), int(c) % len(names)) for c in cells if matrix.flat[c] > 0]
+        lines += ["", f"most frequent confusions (true -> predicted; the {len(names)} x {len(names)} confusion "
+                      "matrix is in evaluation.json)"]
+        lines += [f"  {names[t]} -> {names[p]}: {matrix[t, p]}" for t, p in pairs] or ["  none"]
     if report.missing_classes:
         lines.append(f"\nclasses with no test images (evaluated on a subset): {report.missing_classes}")
     for path, reason in report.skipped:

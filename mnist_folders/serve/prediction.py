@@ -2,6 +2,7 @@
 
 import csv
 import io
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,7 @@ def load_predictor(setting: Setting, policy: str | None = None) -> Predictor:
             raise CheckpointError(f"{display(exported.path)}: exported with invert={exported.invert}, asked "
                                   f"invert={setting.invert}; export again with --invert {setting.invert}, "
                                   "or predict with --runtime keras")
+        exported.load()  # a file the runtime cannot load is said before any image is read
         return Predictor(exported.predict, exported.class_names, runtime, display(exported.path))
     model, _, class_names = artifacts.load_trained_model(model_dir, setting, policy)
     trained_light = artifacts.light_background_share(model_dir) > 0.5
@@ -137,16 +139,21 @@ def load_predictor(setting: Setting, policy: str | None = None) -> Predictor:
     return Predictor(probabilities, class_names, "keras", display(model_dir))
 
 
-def choose_runtime(setting: Setting) -> str:
+def choose_runtime(setting: Setting, warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> str:
     """``setting.runtime``, with ``auto`` resolved: ``onnx`` when ``export/model.onnx`` is current
-    (exported from today's ``best.weights.h5`` with the same ``invert``) and onnxruntime imports, else ``keras``."""
+    (exported from today's ``best.weights.h5`` with the same ``invert``), onnxruntime imports and loads it,
+    else ``keras``. A current export that does not load (damaged) is said in one line through ``warn``."""
     if setting.runtime != "auto":
         return setting.runtime
-    try:
-        from .runtime import ExportedModel
+    from .runtime import ExportedModel, UnusableExport
 
-        if ExportedModel(setting.model_path, "onnx").invert == setting.invert:
+    try:
+        exported = ExportedModel(setting.model_path, "onnx")
+        if exported.invert == setting.invert:
+            exported.load()
             return "onnx"
+    except UnusableExport as exc:
+        warn(f"{exc.problem}; predicting with Keras (run --mode export again)")
     except (CheckpointError, ImportError, OSError, KeyError, TypeError):
         pass
     return "keras"
@@ -190,6 +197,7 @@ def predict(setting: Setting, output: Path | None = None, progress: bool = True)
     model_dir = setting.model_path
     paths, skipped = files_to_predict(setting.predict_path)
     csv_path = Path(output) if output else model_dir / artifacts.PREDICTIONS
+    artifacts.check_output_csv(csv_path, model_dir)
     artifacts.ensure_writable(csv_path.parent, what="folder for the predictions CSV")
     run = PredictionRun([], skipped)
     # Decoding starts while the model loads; one thread, not processes: the model needs the cores.

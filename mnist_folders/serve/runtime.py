@@ -25,6 +25,15 @@ RUNTIMES = {"onnx": "model.onnx", "tflite": "model.tflite", "tflite_int8": "mode
 BATCH = 256  # images per call: larger batches gain nothing on CPU (bench/export_parity.py)
 
 
+class UnusableExport(CheckpointError):
+    """An export that is current (its digest matches) but that the runtime cannot load or run;
+    ``problem``: the file and what is wrong, without the advice."""
+
+    def __init__(self, problem: str):
+        super().__init__(f"{problem}; run --mode export again, or predict with --runtime keras")
+        self.problem = problem
+
+
 class ExportedModel:
     """An exported artifact of a model directory, ready to predict.
 
@@ -42,7 +51,7 @@ class ExportedModel:
     """
 
     def __init__(self, model_dir: Path, runtime: str = "onnx"):
-        from .deploy import LABELS, PREPROCESSING, weights_digest
+        from .deploy import ARTIFACTS, LABELS, PREPROCESSING, file_digest, weights_digest
 
         folder = Path(model_dir) / artifacts.EXPORT
         self.runtime, self.path = runtime, folder / RUNTIMES[runtime]
@@ -51,13 +60,18 @@ class ExportedModel:
                                   f"(or predict with --runtime keras)")
         try:
             self.preprocessing = json.loads((folder / PREPROCESSING).read_text(encoding="utf-8"))
-            self.class_names = (folder / LABELS).read_text(encoding="utf-8").splitlines()
+            self.class_names = (folder / LABELS).read_bytes().decode("utf-8", "surrogateescape").splitlines()
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{display(folder)}: incomplete export ({exc}); run --mode export again") from None
         artifacts.check_class_names(self.class_names, folder / LABELS)
         if self.preprocessing.get("source_weights_sha256") != weights_digest(Path(model_dir)):
             raise CheckpointError(f"{display(folder)}: exported from an earlier training run of this model "
                                   "directory; run --mode export again")
+        recorded = self.preprocessing.get(ARTIFACTS)
+        for path in (self.path, folder / LABELS):
+            if not isinstance(recorded, dict) or recorded.get(path.name) != file_digest(path):
+                raise UnusableExport(f"{display(path)}: not the file preprocessing.json vouches for (another "
+                                     "export was cut short, or it was replaced)")
         library = "onnxruntime" if runtime == "onnx" else "ai_edge_litert"
         if importlib.util.find_spec(library) is None:
             raise CheckpointError(f"{library} is not installed (pip install -r requirements.txt), "
@@ -69,16 +83,49 @@ class ExportedModel:
             self._run = self._onnx() if self.runtime == "onnx" else self._tflite()
         return self._run
 
+    def load(self) -> "ExportedModel":
+        """Make the runtime's session now (it is otherwise made on the first :meth:`predict`); return self.
+
+        Raises:
+            UnusableExport: the file is not a model the runtime loads (garbage, truncated, empty), or its
+                input or output does not match ``preprocessing.json`` and ``labels.txt``.
+        """
+        self._session()
+        return self
+
+    def _unusable(self, why: str) -> UnusableExport:
+        return UnusableExport(f"{display(self.path)}: {why}")
+
+    def _check_signature(self, input_shape: list, output_classes) -> None:
+        expected = self.preprocessing.get("input", {}).get("shape", [None])[1:]
+        if list(input_shape[1:]) != expected or output_classes != len(self.class_names):
+            raise self._unusable(f"takes {list(input_shape[1:])} and gives {output_classes} classes, where "
+                                 f"preprocessing.json says {expected} and labels.txt {len(self.class_names)}")
+
     def _onnx(self):
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        try:
+            session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors share no base class but Exception
+            raise self._unusable(f"not a model onnxruntime loads ({type(exc).__name__})") from None
+        inputs = {i.name: i.shape for i in session.get_inputs()}
+        outputs = {o.name: o.shape for o in session.get_outputs()}
+        if "images" not in inputs or "probabilities" not in outputs:
+            raise self._unusable(f"inputs {sorted(inputs)} and outputs {sorted(outputs)}, not images and "
+                                 "probabilities")
+        self._check_signature(inputs["images"], outputs["probabilities"][-1])
         return lambda images: session.run(["probabilities"], {"images": images})[0]
 
     def _tflite(self):
         from ai_edge_litert.interpreter import Interpreter
 
-        runner = Interpreter(model_path=str(self.path)).get_signature_runner("serve")
+        try:
+            runner = Interpreter(model_path=str(self.path)).get_signature_runner("serve")
+            details = runner.get_input_details()["images"], runner.get_output_details()["probabilities"]
+        except Exception as exc:  # noqa: BLE001 - LiteRT raises ValueError, RuntimeError or KeyError
+            raise self._unusable(f"not a model LiteRT loads ({type(exc).__name__})") from None
+        self._check_signature([None, *details[0]["shape_signature"][1:]], int(details[1]["shape"][-1]))
         return lambda images: runner(images=images)["probabilities"]
 
     @property

@@ -162,6 +162,7 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
     if not folder.is_dir():
         raise DatasetError(f"{display(folder)}: no such folder to watch")
     csv_path = Path(output) if output else setting.model_path / artifacts.PREDICTIONS
+    artifacts.check_output_csv(csv_path, setting.model_path)
     state = WatchState(done=read_done(csv_path, csv_header(min(TOP_K, len(predictor.class_names)))))
     stop = stop or threading.Event()
     handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -142,11 +142,13 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     role, scratch = worker
     model_dir = setting.model_path
     if resume:  # what "auto" chose then stays chosen: the rules may have changed since
+        check_nothing_staged(model_dir)
         setting = inherit_automatic(setting, artifacts.load_setting(model_dir))
     chosen = setting
     setting = resolve_settings(setting, index)
     if resume:
         setting = check_resumable(setting, log)
+        check_same_images(model_dir, index)
     else:
         for line in describe_choices(chosen, setting):
             log(line)
@@ -456,6 +458,44 @@ def check_resumable(setting: Setting, log=print) -> Setting:
     if updated:
         log("resuming with " + ", ".join(f"{n}={getattr(setting, n)!r} (was {getattr(saved, n)!r})" for n in updated))
     return setting
+
+
+def check_nothing_staged(model_dir: Path) -> None:
+    """Refuse ``--resume`` beside a fresh run that was stopped before its first checkpoint.
+
+    That run trained in ``.staging/``; the files of ``model_dir`` are still the previous run's, which
+    ``--resume`` would continue with the new run's data and settings.
+
+    Raises:
+        CheckpointError: ``<model_dir>/.staging`` exists.
+    """
+    if (model_dir / artifacts.STAGING).exists():
+        raise CheckpointError(f"{display(model_dir / artifacts.STAGING)}: a fresh run was stopped before its first "
+                              "epoch was saved, so there is nothing of it to resume (the model here is the previous "
+                              "run's); train again without --resume")
+
+
+def check_same_images(model_dir: Path, index: FolderIndex) -> None:
+    """Refuse ``--resume`` when the training images per class differ from those the run began with.
+
+    Epochs are counted in optimizer steps of the saved epoch length, and the validation split is drawn
+    from the files: with other files neither would be the run's any more.
+
+    Raises:
+        CheckpointError: ``dataset.json``'s ``class_counts`` differ from the train tree's.
+    """
+    path = model_dir / artifacts.DATASET
+    recorded = artifacts.read_json(path) if path.exists() else {}
+    saved = recorded.get("class_counts") if isinstance(recorded, dict) else None
+    now = index.class_counts()
+    if isinstance(saved, dict) and saved != now:
+        changes = [f"{name}: {saved.get(name, 0)} -> {now.get(name, 0)}" for name in sorted({*saved, *now})
+                   if saved.get(name) != now.get(name)]
+        more = f" and {len(changes) - 3} more classes" if len(changes) > 3 else ""
+        raise CheckpointError(f"{display(index.root)}: the training images changed since this run began "
+                              f"({', '.join(changes[:3])}{more}); its epochs and validation split would not "
+                              f"hold; train without --resume (--init-from {display(model_dir)} starts from its "
+                              "weights)")
 
 
 def resume_state(setting: Setting, steps_per_epoch: int, pretrained: bool = False,
