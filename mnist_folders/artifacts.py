@@ -36,6 +36,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -331,6 +332,14 @@ def read_history(model_dir: Path) -> list[dict[str, float]]:
             rows = [{k: float(v) for k, v in row.items() if v not in (None, "")} for row in reader]
         if [int(row["epoch"]) for row in rows] != list(range(1, len(rows) + 1)):
             raise ValueError("epochs are not 1, 2, 3, ...")
+        for row in rows:  # a partial or hand-edited row would mislead the resumed run's best and patience
+            missing = [k for k in ("loss", "val_accuracy") if k not in row]
+            if missing:
+                raise ValueError(f"epoch {int(row['epoch'])} has no {missing[0]}")
+            if not all(math.isfinite(v) for v in row.values()):
+                raise ValueError(f"epoch {int(row['epoch'])} holds a value that is not a finite number")
+            if not all(0.0 <= row[k] <= 1.0 for k in ("accuracy", "val_accuracy") if k in row):
+                raise ValueError(f"epoch {int(row['epoch'])} has an accuracy outside [0, 1]")
         return rows
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{display(path)}: invalid history ({exc}); train without --resume") from None

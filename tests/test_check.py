@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import MNIST, REPO
 from mnist_folders.data import check
 from mnist_folders.errors import DatasetError
 from mnist_folders.data.images import ImageReadError, load_image
@@ -288,3 +288,65 @@ def test_the_duplicates_figure_draws_thumbnails_of_large_images(small_data, tmp_
     assert all(max(cell.shape[:2]) <= 128 for cell in cells)
     big = [cell.shape for cell in cells if cell.shape[0] > 28]  # the copies (also near the 28x28 source)
     assert len(big) >= 2 and set(big) == {(85, 128, 3)}
+
+
+def test_quarantine_onto_a_full_disk_moves_whole_files_and_lists_only_those(tmp_path, monkeypatch):
+    # Issue 24, L19: a full disk left a partial copy and a manifest listing files never moved.
+    import errno
+
+    from mnist_folders.errors import DatasetError
+
+    root = tmp_path / "data"
+    files = []
+    for k in range(3):
+        files.append(root / "train" / "7" / f"{k}.png")
+        files[-1].parent.mkdir(parents=True, exist_ok=True)
+        files[-1].write_bytes(bytes([k]) * 1000)
+    copies = []
+    copy = shutil.copy2
+
+    def fills_the_disk(source, target, **options):  # the second file meets a full disk half-way
+        copies.append(source)
+        if len(copies) == 2:
+            Path(target).write_bytes(b"\0" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copy(source, target, **options)
+
+    def other_filesystem(source, target):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    quarantine = tmp_path / "quarantine"
+    monkeypatch.setattr(check.os, "rename", other_filesystem)
+    monkeypatch.setattr(check.shutil, "copy2", fills_the_disk)
+    with pytest.raises(DatasetError, match="No space left on device after moving 1 of 3 files; the others stay"):
+        check.quarantine_files([(str(f), "leaked") for f in files], quarantine, root, [root / "train"])
+    monkeypatch.undo()
+    assert sorted(p.relative_to(quarantine).as_posix() for p in quarantine.rglob("*") if p.is_file()) == [
+        "manifest.json", "train/7/0.png"]
+    manifest = json.loads((quarantine / "manifest.json").read_text())
+    assert [entry["path"] for entry in manifest["files"]] == ["train/7/0.png"]
+    assert [f.exists() for f in files] == [False, True, True]
+    assert check.restore_quarantine(quarantine) == [str(files[0])] and files[0].read_bytes() == bytes([0]) * 1000
+
+
+def test_a_resized_reencoded_copy_is_found_on_small_scanned_looking_jpegs(tmp_path):
+    # Issue 24, M11: not MNIST's PNGs: 31x31 JPEGs of dark ink on grey, noisy paper; a test image saved into
+    # train at 61x61, JPEG quality 80, must be reported as leakage.
+    from mnist_folders.data.idx import load_split
+
+    images, labels = load_split(MNIST, "test")
+    rng = np.random.default_rng(0)
+    for split, start in (("train", 0), ("test", 500)):
+        for digit in range(10):
+            (tmp_path / split / str(digit)).mkdir(parents=True)
+            for k, i in enumerate(np.flatnonzero(labels == digit)[start // 10 :][:20]):
+                scan = np.clip(230 - images[i] * 0.8 + rng.normal(0, 6, images[i].shape), 0, 255).astype(np.uint8)
+                Image.fromarray(scan).resize((31, 31), Image.Resampling.BILINEAR).save(
+                    tmp_path / split / str(digit) / f"{k}.jpg", quality=90)
+    source = tmp_path / "test" / "4" / "3.jpg"
+    with Image.open(source) as image:
+        image.resize((61, 61), Image.Resampling.BICUBIC).save(tmp_path / "train" / "4" / "copy.jpg", quality=80)
+    found = check.run_check(Setting(data_dir=str(tmp_path), model_dir=str(tmp_path / "model")), progress=False,
+                            log=lambda _: None)
+    assert _groups(found.near) == [({str(tmp_path / "train" / "4" / "copy.jpg"), str(source)}, "leakage")]
+    assert found.exact == []

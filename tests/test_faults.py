@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -105,20 +108,33 @@ def test_evaluate_and_predict_read_complete_checkpoints_while_training(small_dat
     # a recorded best of 0 makes every resumed epoch a new best: best.weights.h5 is replaced each epoch.
     (model_dir / "best.json").write_text(json.dumps({**json.loads((model_dir / "best.json").read_text()),
                                                      "val_accuracy": 0.0}))
+    rows = _history(model_dir)  # history.csv agrees (a row above the best is refused as edited by hand)
+    with (model_dir / "history.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**row, "val_accuracy": "0.0"} for row in rows)
     process = _start(CLI, "--mode", "train", "--data-dir", str(small_data), "--model-dir", str(model_dir),
                      *FIXTURE_TRAINING, "--epochs", str(EPOCHS + 3), "--resume", "--quiet")
-    runs, weights_seen = 0, set()
+    runs, while_training, weights_seen = 0, 0, set()
     while process.poll() is None or runs < 2:
         mode = ["evaluate", "predict"][runs % 2]
+        while_training += process.poll() is None
         weights_seen.add(hashlib.sha256((model_dir / "best.weights.h5").read_bytes()).hexdigest())
+        (model_dir / "evaluation.json").unlink(missing_ok=True)
         result = run_cli(CLI, "--mode", mode, "--data-dir", str(small_data), "--model-dir", str(model_dir),
                          "--quiet", check=False)
-        assert result.returncode == 0, result.stderr
-        if mode == "evaluate":  # a whole checkpoint, not a half-written one: the trained model's accuracy
+        replaced = "the model was replaced by a new training run while it was evaluated; nothing written"
+        if mode == "evaluate" and result.returncode == 2:  # a swap during the evaluation: said, no report
+            assert replaced in result.stderr and result.stderr.count("\n") == 1, result.stderr
+            assert not (model_dir / "evaluation.json").exists()
+        else:
+            assert result.returncode == 0, result.stderr
+        if mode == "evaluate" and result.returncode == 0:  # a whole checkpoint, not a half-written one
             assert json.loads((model_dir / "evaluation.json").read_text())["accuracy"] > 0.85
         runs += 1
     assert process.wait() == 0
-    assert len(weights_seen) >= 2, "the checkpoint was never replaced while evaluate and predict ran"
+    weights_seen.add(hashlib.sha256((model_dir / "best.weights.h5").read_bytes()).hexdigest())
+    assert while_training >= 2 and len(weights_seen) >= 2, "no checkpoint was replaced while evaluate and predict ran"
     assert json.loads((model_dir / "best.json").read_text())["epoch"] > EPOCHS
 
 
@@ -256,3 +272,38 @@ def test_corrupt_idx_through_the_cli_is_one_line(tmp_path):
     assert result.returncode == 2 and "t10k-labels-idx1-ubyte.gz: corrupt gzip" in result.stderr
     assert result.stderr.count("\n") == 1
     assert not (tmp_path / "o").exists()  # every input is checked before anything is written
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended; only its exit status waits to be read
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not Path("/proc").is_dir(),
+                    reason="needs 2 cores (a worker pool) and /proc (Linux)")
+def test_export_workers_end_when_the_exporter_is_killed(tmp_path):
+    # Issue 24, L12: SIGKILL of parse_mnist.py left its pool's workers blocked forever (120 MB each).
+    process = _start(EXPORT, "--out", str(tmp_path / "out"), "--quiet")
+
+    def workers() -> list[int]:
+        found = []
+        for path in Path(f"/proc/{process.pid}/task").glob("*/children"):
+            found += [int(pid) for pid in path.read_text().split()]
+        return found
+
+    _wait_for(lambda: len(workers()) >= 2, process, timeout=120)
+    pids = workers()
+    os.kill(process.pid, signal.SIGKILL)  # the parent only, as the OOM killer would
+    process.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in pids if _alive(pid)], "worker processes outlived the exporter"
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

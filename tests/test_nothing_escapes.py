@@ -1,6 +1,6 @@
 """Defects of the second hostile probe: the high ones, a user's file truncated (H1), a user's folder
 overwritten by a fresh training run (H2), class names from a model folder writing outside --sort-into (H3);
-and medium and low ones (M1-M7, M10, L2, L4, L5, L8, L16-L18)."""
+and medium and low ones (M1-M7, M10, L1-L5, L8, L14, L16-L18, L20)."""
 
 from __future__ import annotations
 
@@ -167,10 +167,28 @@ def _wrong_shape_onnx() -> bytes:
     probabilities = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 5, 5, 1])
     graph = helper.make_graph([helper.make_node("Identity", ["images"], ["probabilities"])], "g", [images],
                               [probabilities])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                             ir_version=9).SerializeToString()  # 9: what onnxruntime 1.31 loads
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "wrong shape"])
+def _negative_onnx() -> bytes:
+    """A valid ONNX graph with the export's input and output that gives minus the first 10 pixels."""
+    from onnx import TensorProto, helper
+
+    images = helper.make_tensor_value_info("images", TensorProto.UINT8, [None, 28, 28, 1])
+    probabilities = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])
+    constant = lambda name, values: helper.make_tensor(name, TensorProto.INT64, [len(values)], values)  # noqa: E731
+    nodes = [helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+             helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["first"]),
+             helper.make_node("Neg", ["first"], ["probabilities"])]
+    graph = helper.make_graph(nodes, "g", [images], [probabilities],
+                              [constant("starts", [0]), constant("ends", [10]), constant("axes", [1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                             ir_version=9).SerializeToString()  # 9: what onnxruntime 1.31 loads
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "wrong shape", "not probabilities"])
 def test_a_damaged_onnx_export_is_one_line_and_auto_falls_back_to_keras(damage, exported, small_data, tmp_path):
     # M5: a current preprocessing.json (the weights' digest matches) beside a model.onnx that is not one,
     # recorded as if a broken exporter had written it (a file that differs from the record: the next test).
@@ -178,7 +196,8 @@ def test_a_damaged_onnx_export_is_one_line_and_auto_falls_back_to_keras(damage, 
     shutil.copytree(exported, model_dir)
     onnx_file = model_dir / "export" / "model.onnx"
     damaged = {"garbage": lambda: b"\x08\x07 not a protobuf at all" * 50, "empty": lambda: b"",
-               "truncated": lambda: onnx_file.read_bytes()[:5000], "wrong shape": _wrong_shape_onnx}
+               "truncated": lambda: onnx_file.read_bytes()[:5000], "wrong shape": _wrong_shape_onnx,
+               "not probabilities": _negative_onnx}  # L18: a valid graph giving negative "probabilities"
     onnx_file.write_bytes(damaged[damage]())
     pre = model_dir / "export" / "preprocessing.json"
     description = json.loads(pre.read_text())
@@ -186,7 +205,10 @@ def test_a_damaged_onnx_export_is_one_line_and_auto_falls_back_to_keras(damage, 
     pre.write_text(json.dumps(description))
     predict = [CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(small_data / "tmp"),
                "--output", str(tmp_path / "p.csv")]
-    _one_line_refusal(run_cli(*predict, "--runtime", "onnx", check=False), str(onnx_file),
+    reason = {"wrong shape": "takes [5, 5, 1] and gives 1 classes, where preprocessing.json says [28, 28, 1]",
+              "not probabilities": "gives outputs that are not probabilities"}.get(damage,
+                                                                                  "not a model onnxruntime loads")
+    _one_line_refusal(run_cli(*predict, "--runtime", "onnx", check=False), str(onnx_file), reason,
                       "run --mode export again, or predict with --runtime keras")
     assert not (tmp_path / "p.csv").exists()
     fallback = run_cli(*predict, "--quiet")
@@ -313,3 +335,109 @@ def test_a_model_directory_inside_a_data_folder_is_not_data(small_data, tmp_path
     result = run_cli(CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(data / "tmp"),
                      "--quiet")
     assert "1 predicted, 0 skipped" in result.stdout
+
+
+def _edited_last_row(cells: list[str], edit: str) -> list[str]:
+    """history.csv's last row (epoch, loss, accuracy, val_loss, val_accuracy, seconds) edited by hand."""
+    if edit == "fake best":
+        return [*cells[:4], "1.0", *cells[5:]]
+    if edit == "partial row":
+        return cells[:2]
+    return [cells[0], "nan", *cells[2:]]
+
+
+@pytest.mark.parametrize("edit, words", [("fake best", "above the best checkpoint's"),
+                                         ("partial row", "epoch 3 has no val_accuracy"),
+                                         ("nan", "not a finite number")])
+def test_resume_refuses_a_history_edited_by_hand(edit, words, trained_model, small_data, tmp_path):
+    # L3: a fake val_accuracy 1.0 row was accepted, and then kept every real improvement from being saved.
+    model_dir = tmp_path / "m"
+    shutil.copytree(trained_model, model_dir)
+    history = model_dir / "history.csv"
+    rows = history.read_text().splitlines()
+    history.write_text("\n".join([*rows[:-1], ",".join(_edited_last_row(rows[-1].split(","), edit))]) + "\n")
+    before = _snapshot(model_dir)
+    result = run_cli(CLI, "--mode", "train", "--data-dir", str(small_data), "--model-dir", str(model_dir),
+                     *FIXTURE_TRAINING, "--epochs", "5", "--resume", check=False)
+    _one_line_refusal(result, "history.csv", words, "train without --resume")
+    assert _snapshot(model_dir) == before
+
+
+def test_an_evaluation_of_a_model_replaced_meanwhile_writes_nothing(trained_model, small_data, tmp_path,
+                                                                     monkeypatch):
+    # L20: an evaluate overlapping a training run's promotion wrote a report of the old model beside the new.
+    import h5py
+
+    from mnist_folders.artifacts import setting_for_model
+    from mnist_folders.errors import CheckpointError
+    from mnist_folders.serve import evaluation
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(trained_model, model_dir)
+    for report in ("evaluation.json", "confusion_matrix.png", "misclassified.png", "reliability_diagram.png"):
+        (model_dir / report).unlink(missing_ok=True)
+    newer = tmp_path / "newer.weights.h5"  # what a new training run would promote: other weights
+    shutil.copy(model_dir / "best.weights.h5", newer)
+    with h5py.File(newer, "r+") as f:
+        f.visititems(lambda name, obj: obj.__setitem__((), obj[()] * 0.5) if isinstance(obj, h5py.Dataset) else None)
+    predict_tree = evaluation._predict_tree
+
+    def promoted_meanwhile(*args, **kwargs):
+        shutil.copy(newer, model_dir / "best.weights.h5")
+        return predict_tree(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "_predict_tree", promoted_meanwhile)
+    setting = setting_for_model({"model_dir": str(model_dir), "data_dir": str(small_data)})
+    with pytest.raises(CheckpointError, match="replaced by a new training run while it was evaluated; nothing"):
+        evaluation.evaluate(setting, progress=False)
+    assert not [p.name for p in model_dir.iterdir() if p.name in ("evaluation.json", "confusion_matrix.png")]
+    monkeypatch.setattr(evaluation, "_predict_tree", predict_tree)
+    report = evaluation.evaluate(setting, progress=False)  # run again: the report of the model there now
+    assert report.weights_sha256 == hashlib.sha256((model_dir / "best.weights.h5").read_bytes()).hexdigest()
+
+
+def test_a_full_disk_during_the_savedmodel_export_is_said_so(exported, tmp_path, monkeypatch):
+    # L1: TensorFlow's "No space left on device" came out as "out of memory ... lower batch_size", with
+    # export/.saved_model.tmp/ left behind. Here the disk fills half-way through the SavedModel.
+    import keras
+    import tensorflow as tf
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(exported, model_dir)
+    before = _snapshot(model_dir / "export")
+
+    def fills_the_disk(self, filepath, **kwargs):
+        (Path(filepath) / "variables").mkdir(parents=True)
+        (Path(filepath) / "variables" / "variables.data-00000-of-00001").write_bytes(b"\0" * 1000)
+        raise tf.errors.ResourceExhaustedError(None, None, f"{filepath}/variables; No space left on device")
+
+    # ExportArchive() makes an instance of a class of the backend: that class's write_out fails.
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", fills_the_disk)
+    result = run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--format", "savedmodel", check=False)
+    _one_line_refusal(result, "disk full while exporting", str(model_dir / "export"))
+    assert "memory" not in result.stderr and _snapshot(model_dir / "export") == before
+    assert not list((model_dir / "export").glob(".*"))
+
+
+def test_a_folder_deeper_than_path_max_is_listed_as_skipped(trained_model, small_data, tmp_path):
+    # L14: files under paths longer than PATH_MAX (4,096 bytes) were ignored without a word.
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    shutil.copy(next((small_data / "tmp").iterdir()), drop / "near.png")
+    fd = os.open(drop, os.O_RDONLY)
+    try:
+        for _ in range(22):  # 22 folders of 200 characters: over 4,400 bytes below drop/
+            os.mkdir("d" * 200, dir_fd=fd)
+            inner = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        image = os.open("deep.png", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+        os.write(image, (drop / "near.png").read_bytes())
+        os.close(image)
+    finally:
+        os.close(fd)
+    result = run_cli(CLI, "--mode", "predict", "--model-dir", str(trained_model), "--input", str(drop),
+                     "--output", str(tmp_path / "p.csv"))
+    assert "1 predicted, 1 skipped" in result.stdout
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 1 and "folder not readable (File name too long)" in skipped[0], result.stderr

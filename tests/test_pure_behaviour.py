@@ -864,3 +864,31 @@ def test_the_text_report_stays_short_with_a_thousand_classes(classes):
         assert len(text) < 100 * classes  # the per-class table, not a 1001 x 1001 matrix
         confusions = text.split("matrix is in evaluation.json)\n")[1].splitlines()
         assert confusions == ["  class_5 -> class_7: 9", "  class_2 -> class_0: 4"]
+
+
+def test_a_row_cut_inside_a_quoted_line_break_is_dropped_whole(tmp_path):
+    # Issue 24, L7: a kill cut a row inside a quoted name holding CR/LF; the restarted watcher cut the file at
+    # that CRLF, kept half a row, and appended to it.
+    from mnist_folders.serve.prediction import csv_header
+    from mnist_folders.serve.watch import read_done
+
+    header = ",".join(csv_header(3)) + "\r\n"
+    whole = '"dir/new\r\nline.png",7,0.9,1,0.05,2,0.01\r\n"say ""hi"".png",1,0.8,7,0.1,2,0.05\r\n'
+    cut = '"dir/second\r\nline.png",3,0.'
+    path = tmp_path / "watch.csv"
+    path.write_bytes((header + whole + cut).encode())
+    assert read_done(path, csv_header(3)) == {"dir/new\r\nline.png", 'say "hi".png'}
+    assert path.read_bytes() == (header + whole).encode()
+
+
+def test_an_idle_watcher_lists_the_folder_less_and_less_often(tmp_path):
+    # Issue 24, L10: 4 listings a second of 20,000 predicted files kept 31 % of a core busy.
+    from mnist_folders.serve.watch import WatchState, poll_interval, ready_files
+
+    state = WatchState(last_change=100.0)
+    assert [poll_interval(state, 100.0 + idle, 0.25) for idle in (0, 1.9, 5, 10, 60)] == [0.25, 0.25, 0.5, 1.0, 2.0]
+    (tmp_path / "new.png").write_bytes(b"x")
+    ready_files(tmp_path, state, 500.0, 0.5)  # a file appears: back to the short interval
+    assert state.last_change == 500.0 and poll_interval(state, 500.5, 0.25) == 0.25
+    ready_files(tmp_path, state, 501.0, 0.5)  # unchanged since: no new change
+    assert state.last_change == 500.0

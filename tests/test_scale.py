@@ -159,3 +159,39 @@ def test_two_workers_train_like_one_process_and_resume_after_a_worker_dies(subse
     assert [code for _, code in resumed] == [0, 0], resumed
     assert "resuming after epoch 1 of 2" in resumed[0][0][0]
     assert _history_rows(tmp_path / "killed") == _history_rows(tmp_path / "two")  # exactly the uninterrupted run
+
+
+def test_a_worker_says_whom_it_waits_for_and_gives_up_in_time(subset_2000, tmp_path):
+    # Issue 24, L6: a TF_CONFIG naming a worker that never starts hung without a word: it says whom it awaits...
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import kill_group
+
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MNIST_FOLDERS_WORKER_WAIT": "20",
+           "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})}
+    output = tmp_path / "worker0.txt"
+    with open(output, "w") as out:  # a file, read while the worker runs (a pipe could fill and block it)
+        process = subprocess.Popen([sys.executable, CLI, "--mode", "train", "--data-dir", str(subset_2000),
+                                    "--model-dir", str(tmp_path / "m"), "--epochs", "1", "--format", "none",
+                                    "--quiet"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        expected = f"worker 0 of 2: waiting for worker 1 at localhost:{ports[1]}"
+        deadline = time.monotonic() + 120
+        while expected not in output.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert expected in output.read_text(), output.read_text()
+        # ... and gives up after MNIST_FOLDERS_WORKER_WAIT seconds (here 20) with one line, nothing written.
+        assert process.wait(timeout=120) == -9  # killed by its watchdog: TensorFlow waits holding the GIL
+        lines = output.read_text().splitlines()
+        assert lines[-1] == (f"error: worker 0 of 2: no answer from localhost:{ports[1]} within 20 s "
+                             "(MNIST_FOLDERS_WORKER_WAIT); start every worker, or check TF_CONFIG")
+        assert not (tmp_path / "m").exists() or not list((tmp_path / "m").iterdir())
+    finally:
+        if process.poll() is None:
+            kill_group(process)

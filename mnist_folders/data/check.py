@@ -49,7 +49,9 @@ images as out of sample.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import itertools
@@ -68,13 +70,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from .. import artifacts
-from ..atomic import write_text
+from ..atomic import atomic_path, write_text
 from .decoding import PARALLEL_MIN_FILES, decode_images
 from ..errors import DatasetError
 from .folders import FolderIndex, find_class_names, index_tree, list_files
 from .images import IMAGE_EXTENSIONS, ImageReadError, decode
 from ..names import display, safe_cell
 from ..settings import Setting
+from .workers import die_with_parent
 
 CHECK_JSON = "check.json"
 CHECK_FIGURE = "check_duplicates.png"
@@ -181,7 +184,7 @@ def inspect_all(paths: list[str], color_mode: str, progress: bool = False) -> In
     workers = min(len(os.sched_getaffinity(0)), len(chunks))
     pool = None
     if workers > 1 and len(paths) >= PARALLEL_MIN_FILES:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
     try:
         results = (pool.map if pool else map)(inspect_files, chunks, itertools.repeat(color_mode))
         parts = [inspect_files([], color_mode)]
@@ -707,11 +710,35 @@ def quarantine_files(plan: list[tuple[str, str]], quarantine: Path, root: Path, 
     for relative, _ in moves:
         if (quarantine / relative).exists():
             raise DatasetError(f"{display(quarantine / relative)}: already in quarantine; nothing moved")
+    earlier = list(manifest["files"])
     manifest["files"] += [{"path": relative, "reason": reason} for relative, reason in moves]
-    _write_manifest(quarantine, manifest)
-    for relative, _ in moves:
-        (quarantine / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(root / relative, quarantine / relative)
+    _write_manifest(quarantine, manifest)  # first: a kill mid-way leaves every moved file listed
+    moved = 0
+    try:
+        for relative, _ in moves:
+            _move_whole(root / relative, quarantine / relative)
+            moved += 1
+    except OSError as exc:
+        # A full disk (another filesystem): the manifest keeps only what moved, no partial copy is left.
+        with contextlib.suppress(OSError):
+            _write_manifest(quarantine, {**manifest, "files": earlier + manifest["files"][len(earlier):][:moved]})
+        raise DatasetError(f"{display(quarantine)}: {exc.strerror or exc} after moving {moved} of {len(moves)} "
+                           "files; the others stay where they were") from None
+
+
+def _move_whole(source: Path, target: Path) -> None:
+    """Move a file: a rename on one filesystem; across two, a copy to a temporary name beside ``target``,
+    renamed once complete, then the source removed. An error leaves the source and no partial copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    with atomic_path(target) as tmp:
+        shutil.copy2(source, tmp)
+    source.unlink()
 
 
 def _check_quarantine_place(quarantine: Path, split_roots: list[Path]) -> None:

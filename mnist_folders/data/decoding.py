@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .images import load_images
 from ..settings import Setting
+from .workers import die_with_parent
 
 PARALLEL_MIN_FILES = 8192  # below this, starting workers costs about what they save
 CHUNK_BYTES = 16 * 2**20  # most decoded bytes per chunk sent back by a worker (1,024 images at most)
@@ -75,7 +76,7 @@ def decode_chunks(paths: list[str], setting: Setting, processes: bool = True) ->
     workers = max(1, min(len(os.sched_getaffinity(0)), chunks))
     pool: Executor
     if processes and workers > 1 and len(paths) >= PARALLEL_MIN_FILES:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
     else:
         pool = ThreadPoolExecutor(1)
     # At most AHEAD chunks (16 MB each) decoded and not yet taken: memory stays bounded when the caller is

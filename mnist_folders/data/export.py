@@ -26,6 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..atomic import remove_stale_temporaries, write_bytes
+from .workers import die_with_parent
 
 _CHUNK = 2000  # images per task: large enough to amortise pickling, small enough for a live progress bar
 
@@ -116,7 +117,7 @@ def export_split(
             stats += _write_chunk(paths[s : s + _CHUNK], images[s : s + _CHUNK], force)
             bar.update(min(_CHUNK, len(paths) - s))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
             futures = [pool.submit(_write_chunk, paths[s : s + _CHUNK], images[s : s + _CHUNK], force) for s in starts]
             for future in futures:
                 result = future.result()

@@ -123,7 +123,7 @@ def training_class_names(root: str | Path, class_names: list[str] | None = None)
     return names
 
 
-def list_files(folder: str | Path) -> tuple[list[str], list[str]]:
+def list_files(folder: str | Path, errors: list[tuple[str, str]] | None = None) -> tuple[list[str], list[str]]:
     """Every file under ``folder`` (sub-folders included) in Keras' listing order, and what is left out.
 
     The order is Keras' ``flow_from_directory`` order: folders sorted by
@@ -132,11 +132,19 @@ def list_files(folder: str | Path) -> tuple[list[str], list[str]]:
     temporary files of :mod:`mnist_folders.atomic`), and entries that are
     not regular files (named pipes, sockets, devices: reading one could
     block forever). A symbolic link that cannot be followed stays in the
-    first list, for the decoder to report as unreadable.
+    first list, for the decoder to report as unreadable. A folder that cannot
+    be listed (permission denied, a path longer than PATH_MAX) is left out
+    too, and appended to ``errors`` as ``(path, reason)`` when given.
     """
     files, left_out = [], []
     walked = []
-    for dirpath, dirnames, names in os.walk(folder):
+
+    def unlistable(exc: OSError) -> None:
+        left_out.append(str(exc.filename))
+        if errors is not None:
+            errors.append((str(exc.filename), f"folder not readable ({exc.strerror or exc})"))
+
+    for dirpath, dirnames, names in os.walk(folder, onerror=unlistable):
         left_out.extend(os.path.join(dirpath, d) for d in dirnames if d.startswith("."))
         # Pruned from the walk: hidden folders, and model directories (their figures are not data).
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_model_dir(os.path.join(dirpath, d))]

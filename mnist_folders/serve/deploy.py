@@ -28,6 +28,7 @@ Formats (the GUIDE's "Beyond MNIST" notes measured the routes):
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import shutil
@@ -330,14 +331,14 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
     started = time.perf_counter()
     staging = folder / f".{FILES['savedmodel']}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    if {"savedmodel", "tflite", "tflite_int8"} & set(formats):
-        archive = keras.export.ExportArchive()
-        archive.track(serving)
-        archive.add_endpoint("serve", lambda images: serving(images, training=False), input_signature=signature)
-        archive.add_endpoint("serve_bytes", _bytes_endpoint(serving, setting))
-        archive.write_out(str(staging), verbose=False)
-        seconds["savedmodel"] = time.perf_counter() - started
     try:
+        if {"savedmodel", "tflite", "tflite_int8"} & set(formats):
+            archive = keras.export.ExportArchive()
+            archive.track(serving)
+            archive.add_endpoint("serve", lambda images: serving(images, training=False), input_signature=signature)
+            archive.add_endpoint("serve_bytes", _bytes_endpoint(serving, setting))
+            archive.write_out(str(staging), verbose=False)
+            seconds["savedmodel"] = time.perf_counter() - started
         for name in formats:
             if name == "savedmodel":
                 continue
@@ -365,6 +366,12 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
             staging.rename(final)
             files["savedmodel"] = final
             log(f"savedmodel: {display(final)} (signatures serve, serve_bytes; {seconds['savedmodel']:.1f} s)")
+    except Exception as exc:
+        # TensorFlow reports a full disk as ResourceExhaustedError, which reads as "out of memory".
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc):
+            raise OSError(errno.ENOSPC, "disk full while exporting; free space and export again",
+                          str(folder)) from None
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     # A class folder whose name is not UTF-8 keeps its bytes (surrogateescape), as runtime.py reads them back.

@@ -4,6 +4,7 @@ per-class precision/recall and the confusion matrix."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -12,6 +13,8 @@ from . import calibration
 from .. import artifacts, plots
 from ..data.decoding import decode_chunks
 from ..data.folders import index_tree
+from ..errors import CheckpointError
+from ..names import display
 from .prediction import predict_probabilities
 from ..settings import Setting
 
@@ -45,6 +48,7 @@ class EvaluationReport:
     temperature: float = 1.0  # the softmax temperature saved with the model (calibration.json)
     ece: float | None = None  # expected calibration error of the raw softmax
     ece_calibrated: float | None = None  # ... after the temperature, as predict reports confidences
+    weights_sha256: str = ""  # SHA-256 of the best.weights.h5 evaluated
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> list[float | None]:
@@ -128,8 +132,11 @@ def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
         DatasetError: the test tree is missing, empty, or has class folders the
             model does not know (a subset of the classes is allowed).
     """
+    from .deploy import weights_digest
+
     model_dir, root = setting.model_path, setting.test_path
     artifacts.ensure_writable(model_dir)
+    digest = weights_digest(model_dir)  # checked again before writing: a new training run may replace the model
     model, setting, class_names = artifacts.load_trained_model(model_dir, setting)
     index = index_tree(root, class_names, require_all=False)
     probabilities, kept, failed, mistakes = _predict_tree(model, index, setting, progress)
@@ -153,6 +160,8 @@ def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
         missing_classes=[name for name in class_names if counts.get(name, 0) == 0],
         figures=[],
     )
+    report.weights_sha256 = digest
+    _check_unchanged(model_dir, digest)
     report.temperature = artifacts.load_temperature(model_dir)
     calibrated = calibration.apply_temperature(probabilities, report.temperature)
     curves = {}
@@ -171,8 +180,23 @@ def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
     ]
     if curves:
         report.figures.append(str(plots.reliability_diagram(curves, model_dir / plots.RELIABILITY)))
+    try:
+        _check_unchanged(model_dir, digest)
+    except CheckpointError:
+        for figure in report.figures:  # they show the replaced model
+            Path(figure).unlink(missing_ok=True)
+        raise
     artifacts.write_json(model_dir / artifacts.EVALUATION, asdict(report))
     return report
+
+
+def _check_unchanged(model_dir: Path, digest: str) -> None:
+    """Raise CheckpointError when ``best.weights.h5`` is no longer the file of SHA-256 ``digest``."""
+    from .deploy import weights_digest
+
+    if weights_digest(model_dir) != digest:
+        raise CheckpointError(f"{display(model_dir)}: the model was replaced by a new training run while it was "
+                              "evaluated; nothing written; run evaluate again")
 
 
 def format_report(report: EvaluationReport) -> str:

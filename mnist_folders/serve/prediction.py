@@ -77,8 +77,11 @@ def files_to_predict(target: Path) -> tuple[list[str], list[tuple[str, str]]]:
         return [str(target)], []
     if not target.is_dir():
         raise DatasetError(f"{display(target)}: no such folder or image file to predict")
-    files, left_out = list_files(target)
-    return files, [(path, "not a regular file") for path in left_out if not Path(path).name.startswith(".")]
+    errors: list[tuple[str, str]] = []
+    files, left_out = list_files(target, errors)
+    unlistable = {path for path, _ in errors}
+    return files, errors + [(path, "not a regular file") for path in left_out
+                            if path not in unlistable and not Path(path).name.startswith(".")]
 
 
 def invert_where_needed(images: np.ndarray, invert: str, trained_light: bool) -> np.ndarray:

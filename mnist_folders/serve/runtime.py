@@ -84,13 +84,16 @@ class ExportedModel:
         return self._run
 
     def load(self) -> "ExportedModel":
-        """Make the runtime's session now (it is otherwise made on the first :meth:`predict`); return self.
+        """Make the runtime's session now (it is otherwise made on the first :meth:`predict`) and try it on
+        one black image; return self.
 
         Raises:
-            UnusableExport: the file is not a model the runtime loads (garbage, truncated, empty), or its
-                input or output does not match ``preprocessing.json`` and ``labels.txt``.
+            UnusableExport: the file is not a model the runtime loads (garbage, truncated, empty), its
+                input or output does not match ``preprocessing.json`` and ``labels.txt``, or its outputs
+                are not probabilities.
         """
-        self._session()
+        shape = [1, *self.preprocessing["input"]["shape"][1:]]
+        self.predict(np.zeros(shape, dtype=np.uint8))
         return self
 
     def _unusable(self, why: str) -> UnusableExport:
@@ -134,8 +137,18 @@ class ExportedModel:
         return self.preprocessing["invert"]["setting"]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """``(N, K)`` float32 probabilities for ``(N, H, W, C)`` uint8 images, :data:`BATCH` at a time."""
+        """``(N, K)`` float32 probabilities for ``(N, H, W, C)`` uint8 images, :data:`BATCH` at a time.
+
+        Raises:
+            UnusableExport: the outputs are not probabilities (not finite, negative, rows not summing to 1).
+        """
         run, parts = self._session(), [np.zeros((0, len(self.class_names)), dtype=np.float32)]
         for start in range(0, len(images), BATCH):
             parts.append(np.asarray(run(np.ascontiguousarray(images[start : start + BATCH])), dtype=np.float32))
-        return np.concatenate(parts)
+        probabilities = np.concatenate(parts)
+        # A softmax gives finite, non-negative rows summing to 1; anything else is not served (L18 of issue 24).
+        if not (np.isfinite(probabilities).all() and (probabilities >= 0).all()
+                and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)):
+            raise self._unusable("gives outputs that are not probabilities (not finite, negative, or rows not "
+                                 "summing to 1)")
+        return probabilities

@@ -28,11 +28,15 @@ must therefore be one shared folder (a network file system on a cluster).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,13 @@ class Role:
 
     index: int
     count: int
+    addresses: tuple[str, ...] = ()  # host:port of every worker, in TF_CONFIG's order
+
+    def waiting_line(self) -> str:
+        """What a worker says before the first collective, where it waits (without end) for the others."""
+        others = [f"worker {i} at {a}" for i, a in enumerate(self.addresses) if i != self.index]
+        return (f"worker {self.index} of {self.count}: waiting for {', '.join(others) or 'the other workers'} "
+                "(each must be started with TF_CONFIG; Ctrl-C stops)")
 
     @property
     def chief(self) -> bool:
@@ -76,7 +87,7 @@ def role_from_environment(environ: dict[str, str] | None = None) -> Role | None:
             raise ValueError(f"task index {index} is not among the {len(workers)} workers")
     except (ValueError, KeyError, TypeError) as exc:
         raise SettingError(f"TF_CONFIG: {exc}") from None
-    return Role(index, len(workers)) if len(workers) > 1 else None
+    return Role(index, len(workers), tuple(str(w) for w in workers)) if len(workers) > 1 else None
 
 
 def scratch_folder(model_dir: Path, role: Role) -> Path:
@@ -176,3 +187,50 @@ def _loop(role: Role, model: keras.Model, train, validation, epochs: int, initia
         if model.stop_training:
             break
     listed.on_train_end()
+
+
+WAIT_ENV = "MNIST_FOLDERS_WORKER_WAIT"  # seconds a worker waits for the others to join (default below)
+DEFAULT_WAIT_SECONDS = 600.0
+
+
+# Run by a watchdog process: TensorFlow waits for the cluster inside C++ code that holds the GIL, so no thread
+# or signal handler of the waiting process could act. It kills its parent only if that is still its parent.
+_WATCHDOG = ("import os, signal, sys, time\n"
+             "parent, seconds, line = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]\n"
+             "time.sleep(seconds)\n"
+             "if os.getppid() == parent:\n"
+             "    print(line, file=sys.stderr, flush=True)\n"
+             "    os.kill(parent, signal.SIGKILL)\n")
+
+
+@contextlib.contextmanager
+def join_deadline(role: Role | None) -> Iterator[None]:
+    """Stop the process, with one line, when the cluster has not formed within ``$MNIST_FOLDERS_WORKER_WAIT``
+    seconds (default 600): TensorFlow waits for a worker that never starts without end and without a word.
+
+    The wait is inside TensorFlow's runtime, which holds the GIL: a watchdog process prints the line and
+    kills this one (exit status 137, SIGKILL). Nothing has been written by then: the strategy is made
+    before any file is touched.
+
+    Raises:
+        SettingError: ``$MNIST_FOLDERS_WORKER_WAIT`` is not a positive number of seconds.
+    """
+    if role is None:
+        yield
+        return
+    try:
+        seconds = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_SECONDS))
+        if not seconds > 0:
+            raise ValueError
+    except ValueError:
+        raise SettingError(f"{WAIT_ENV}={os.environ[WAIT_ENV]!r}: expected a positive number of seconds") from None
+    others = ", ".join(a for i, a in enumerate(role.addresses) if i != role.index) or "the other workers"
+    line = (f"error: worker {role.index} of {role.count}: no answer from {others} within {seconds:g} s "
+            f"({WAIT_ENV}); start every worker, or check TF_CONFIG")
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds), line],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        watchdog.kill()
+        watchdog.wait()

@@ -5,6 +5,7 @@ callbacks, ``fit``, report. The helpers below hold the details.
 """
 
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,12 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
         TrainingError: the loss became NaN or infinite (the last good
             checkpoint is kept).
     """
-    strategy, placement, role = strategy_for(setting)  # first: devices must be set before the runtime starts
+    awaited = multi_worker.role_from_environment()
+    if awaited is not None:  # the strategy blocks until every worker has joined: say who is awaited, now
+        log(awaited.waiting_line())
+        sys.stdout.flush()
+    with multi_worker.join_deadline(awaited):
+        strategy, placement, role = strategy_for(setting)  # first: devices must be set before the runtime starts
     model_dir = setting.model_path
     index = prepare_index(setting, log)
     artifacts.claim_for_training(model_dir)
@@ -143,6 +149,7 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     model_dir = setting.model_path
     if resume:  # what "auto" chose then stays chosen: the rules may have changed since
         check_nothing_staged(model_dir)
+        check_history(model_dir)
         setting = inherit_automatic(setting, artifacts.load_setting(model_dir))
     chosen = setting
     setting = resolve_settings(setting, index)
@@ -515,6 +522,25 @@ def resume_state(setting: Setting, steps_per_epoch: int, pretrained: bool = Fals
     history = [row for row in artifacts.read_history(model_dir) if row["epoch"] <= done]
     best = artifacts.best_val_accuracy(model_dir)
     return model, done, history, best
+
+
+def check_history(model_dir: Path) -> None:
+    """Refuse ``--resume`` on a ``history.csv`` edited by hand, before any work.
+
+    Its rows are checked by :func:`mnist_folders.artifacts.read_history`; none
+    may record a ``val_accuracy`` above the best checkpoint's (``best.json`` is
+    written before the epoch's row, so a real row never does): such a row
+    would keep every real improvement from being saved.
+
+    Raises:
+        CheckpointError: as above, or an invalid row.
+    """
+    best = artifacts.best_val_accuracy(model_dir)
+    top = max(artifacts.read_history(model_dir), key=lambda row: row["val_accuracy"], default=None)
+    if best is not None and top is not None and top["val_accuracy"] > artifacts.rounded(best) + 1e-9:
+        raise CheckpointError(f"{display(model_dir / artifacts.HISTORY)}: epoch {int(top['epoch'])} records "
+                              f"val_accuracy {top['val_accuracy']:g}, above the best checkpoint's {best:g} "
+                              f"({artifacts.BEST_INFO}); train without --resume")
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
