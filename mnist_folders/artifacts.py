@@ -178,7 +178,7 @@ def workspace_for_fresh_run(model_dir: Path) -> Path:
     staging = model_dir / STAGING
     if staging.exists():
         shutil.rmtree(staging)  # a previous fresh run killed before its first checkpoint
-    remove_stale_temporaries(model_dir)
+    remove_stale_temporaries(model_dir, RUN_FILES)
     if not holds_model(model_dir):
         for stale in RUN_FILES + REPORTS:
             (model_dir / stale).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ killed writer left.
 """
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -57,12 +58,18 @@ def write_text(final: str | Path, text: str) -> None:
     write_bytes(final, text.encode("utf-8"))
 
 
-def remove_stale_temporaries(directory: str | Path) -> int:
-    """Delete the temporary files that killed writers left in ``directory``; return how many."""
+def remove_stale_temporaries(directory: str | Path, names: tuple[str, ...] | None = None) -> int:
+    """Delete the temporary files that killed writers left in ``directory``; return how many.
+
+    ``names``: only the temporaries of these final file names (those the caller alone writes): another
+    process may be writing its own files there at this moment (``evaluate`` its figures while ``train``
+    resumes), and its live temporaries must stay.
+    """
     removed = 0
     # ".last.keras.<random>.keras" and ".best.weights.h5.<random>.weights.h5": names of version 0.1.
     legacy = [*Path(directory).glob(".last.keras.*.keras"), *Path(directory).glob(".best.weights.h5.*.weights.h5")]
-    for path in [*Path(directory).glob(".*.tmp*"), *legacy]:
+    patterns = [f".{glob.escape(name)}.*.tmp*" for name in names] if names is not None else [".*.tmp*"]
+    for path in [*(p for pattern in patterns for p in Path(directory).glob(pattern)), *legacy]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed += 1

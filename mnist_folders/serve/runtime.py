@@ -148,7 +148,7 @@ class ExportedModel:
         probabilities = np.concatenate(parts)
         # A softmax gives finite, non-negative rows summing to 1; anything else is not served (L18 of issue 24).
         if not (np.isfinite(probabilities).all() and (probabilities >= 0).all()
-                and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)):
+                and np.allclose(probabilities.sum(axis=1), 1.0, atol=0.05)):  # int8: steps of 1/256 each
             raise self._unusable("gives outputs that are not probabilities (not finite, negative, or rows not "
                                  "summing to 1)")
         return probabilities

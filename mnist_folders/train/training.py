@@ -513,7 +513,7 @@ def resume_state(setting: Setting, steps_per_epoch: int, pretrained: bool = Fals
     step of its optimizer: it is counted on top of the optimizer's steps.
     """
     model_dir = setting.model_path
-    artifacts.remove_stale_temporaries(model_dir)  # a writer killed mid-checkpoint leaves one
+    artifacts.remove_stale_temporaries(model_dir, artifacts.RUN_FILES)  # a writer killed mid-checkpoint leaves one
     model = artifacts.load_last_model(model_dir)
     model.optimizer.learning_rate.assign(setting.learning_rate)  # a changed rate applies from here on
     # The optimizer's step counter is saved inside last.keras, so it cannot
