@@ -47,7 +47,10 @@ class ExportedModel:
         CheckpointError: no export, an export of other weights than the
             model's ``best.weights.h5`` (exported before a new training), or
             a runtime that is not installed. The runtime's session itself is
-            made on the first :meth:`predict`.
+            made on the first :meth:`predict` (or by :meth:`load`).
+        UnusableExport: the artifact or ``labels.txt`` is not the file whose
+            SHA-256 ``preprocessing.json`` records (an export cut short, a
+            file replaced).
     """
 
     def __init__(self, model_dir: Path, runtime: str = "onnx"):
