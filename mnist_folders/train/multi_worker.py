@@ -149,14 +149,33 @@ def fit(strategy: Any, role: Role, model: keras.Model, train: tf.data.Dataset, v
             return [strategy.reduce(tf.distribute.ReduceOp.SUM, o, axis=None) for o in outputs]
         return run
 
+    _loop(role, model, train, validation, epochs, initial_epoch, callbacks, distributed(train_replica),
+          distributed(test_replica), log)
+
+
+# The errors a collective operation raises when a peer died or became unreachable; TensorFlow reports some
+# of them with the code of the failed remote call ("Collective ops is aborted by: Socket closed").
+_PEER_LOST = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError,
+              tf.errors.AbortedError)
+
+
+@contextlib.contextmanager
+def lost_contact(role: Role | None) -> Iterator[None]:
+    """Turn the error of a collective operation that lost a peer (while the variables are broadcast, in an
+    epoch, or at a checkpoint) into one ``TrainingError`` line that says how to go on.
+
+    Raises:
+        TrainingError: a peer died or became unreachable (``role`` is not None).
+    """
     try:
-        _loop(role, model, train, validation, epochs, initial_epoch, callbacks, distributed(train_replica),
-              distributed(test_replica), log)
-    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError) as exc:
-        # A peer died or became unreachable: the collective operations fail on every surviving worker.
-        raise TrainingError(f"worker {role.index}: lost contact with another worker "
-                            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}); the last completed "
-                            "epoch is saved: start every worker again with --resume") from None
+        yield
+    except tf.errors.OpError as exc:
+        if role is None or not (isinstance(exc, _PEER_LOST) or "Collective ops is aborted" in str(exc)):
+            raise
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise TrainingError(f"worker {role.index}: lost contact with another worker ({type(exc).__name__}: "
+                            f"{first}); the last completed epoch is saved: start every worker again with "
+                            "--resume") from None
 
 
 def _loop(role: Role, model: keras.Model, train, validation, epochs: int, initial_epoch: int,

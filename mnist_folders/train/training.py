@@ -111,12 +111,12 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
         # checkpoints into a temporary folder, removed at the end: only the chief's files are kept.
         scratch = multi_worker.scratch_folder(model_dir, role)
         try:
-            with strategy.scope():
+            with multi_worker.lost_contact(role), strategy.scope():
                 return _train_locked(setting, index, resume, verbose, log, progress, strict, (role, scratch))[0]
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     with locking.training_lock(model_dir):
-        with strategy.scope():
+        with multi_worker.lost_contact(role), strategy.scope():
             result, setting, unreadable = _train_locked(setting, index, resume, verbose, log, progress, strict,
                                                         (role, None))
         # Calibration: the softmax temperature of the best checkpoint, fitted on the validation images
