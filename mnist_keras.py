@@ -11,6 +11,9 @@
   check     audit the train, test and predict folders (counts, unreadable
             files, exact and near duplicates, leakage); with a trained model
             in <model_dir>, also list the likely label errors
+  serve     answer HTTP requests with the trained model (POST /predict,
+            GET /health, /metadata, and a page to try it at /) on
+            <host>:<port>, 127.0.0.1:8000 by default
 
 Defaults serve MNIST as exported by parse_mnist.py. Every setting below can
 also be given in a TOML file (--config); flags override it. evaluate and
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from mnist_folders import cli
 
-MODES = ("train", "evaluate", "predict", "lr_find", "check", "export")
+MODES = ("train", "evaluate", "predict", "lr_find", "check", "export", "serve")
 # mnist_folders.serve.deploy.FORMATS, without importing it (TensorFlow) before the arguments are valid
 EXPORT_FORMATS = ("savedmodel", "tflite", "tflite_int8", "onnx")
 # Written after training unless --format says otherwise: predict then runs on ONNX Runtime without
@@ -112,6 +115,12 @@ def main() -> int:
     setting = setting_for_model(chosen)
     if args.mode == "predict":
         return predict_mode(setting, args, chosen, progress)
+    if args.mode == "serve":
+        from mnist_folders.serve.server import serve
+
+        counts = serve(setting, log=lambda line: print(line, flush=True))
+        print(f"stopped: {counts['images']} images predicted in {counts['batches']} batches")
+        return cli.EXIT_OK
     cli.quiet_tensorflow()
     if args.mode == "export":
         from mnist_folders.serve.deploy import export

@@ -56,6 +56,12 @@ shift_range       model's own (0.0 for the reference model)      augmentation: r
 zoom_range        model's own (0.0 for the reference model)      augmentation: random zoom, fraction [[0, 1)]
 runtime           auto                                           predict with keras (TensorFlow), or without TensorFlow from --mode export's files: onnx (onnxruntime), tflite or tflite_int8 (LiteRT); auto: onnx when a current export is there (training writes model.onnx unless --format says otherwise), else keras [auto, keras, onnx, tflite, tflite_int8]
 min_confidence    0.0                                            predict: a top probability below this is written as class 'uncertain' (0: never) [[0, 1]]
+host              127.0.0.1                                      serve: the address to listen on; 127.0.0.1 answers this machine only, 0.0.0.0 every network it is on (set MNIST_FOLDERS_TOKEN then)
+port              8000                                           serve: the TCP port (0: any free port, printed at start) [[0, 65535]]
+serve_batch       64                                             serve: most images per forward pass; concurrent requests are batched together up to it [[1, 4096]]
+serve_wait_ms     2.0                                            serve: how long the first image of a batch waits for others, milliseconds [[0, 1000]]
+serve_max_files   64                                             serve: most images in one request [[1, 10000]]
+serve_max_mb      32.0                                           serve: largest request body, MiB (larger: HTTP 413) [(0, 4096]]
 seed              1337                                           seeds Python, NumPy, TensorFlow and the shuffles [[0, 2147483647]]
 pipeline          tfdata                                         tfdata (decode once, in memory) or idg (ImageDataGenerator) [tfdata, idg]
 cache             auto                                           tfdata: where decoded training images stay between epochs: memory, disk (a file under <model_dir>/.cache, removed after training), none (decoded again per batch); auto: memory up to a quarter of the available memory, else disk [auto, memory, disk, none]

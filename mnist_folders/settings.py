@@ -29,7 +29,7 @@ from .data.images import CHANNELS, RESIZE_METHODS
 from .train.dtype_policy import DTYPE_POLICIES
 
 DEFAULT_DATA_DIR = "mnist_data"
-GROUPS = ("paths", "image", "classes", "training", "prediction", "system")
+GROUPS = ("paths", "image", "classes", "training", "prediction", "serving", "system")
 PIPELINES = ("tfdata", "idg")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 INVERT = ("auto", "true", "false")
@@ -244,6 +244,18 @@ class Setting:
                           "keras", "prediction", choices=RUNTIMES)
     min_confidence: float = option(0.0, "predict: a top probability below this is written as class 'uncertain' "
                                    "(0: never)", "prediction", low=0.0, high=1.0)
+    # ---- serving (--mode serve; mnist_folders.serve.server) ----
+    host: str = option("127.0.0.1", "serve: the address to listen on; 127.0.0.1 answers this machine only, "
+                       "0.0.0.0 every network it is on (set MNIST_FOLDERS_TOKEN then)", "serving")
+    port: int = option(8000, "serve: the TCP port (0: any free port, printed at start)", "serving", low=0,
+                       high=65535)
+    serve_batch: int = option(64, "serve: most images per forward pass; concurrent requests are batched "
+                              "together up to it", "serving", low=1, high=4096)
+    serve_wait_ms: float = option(2.0, "serve: how long the first image of a batch waits for others, "
+                                  "milliseconds", "serving", low=0.0, high=1000.0)
+    serve_max_files: int = option(64, "serve: most images in one request", "serving", low=1, high=10000)
+    serve_max_mb: float = option(32.0, "serve: largest request body, MiB (larger: HTTP 413)", "serving",
+                                 low=0.0, high=4096.0, low_open=True)
     # ---- system ----
     seed: int = option(1337, "seeds Python, NumPy, TensorFlow and the shuffles", "system", low=0, high=2**31 - 1)
     pipeline: str = option("tfdata", "tfdata (decode once, in memory) or idg (ImageDataGenerator)", "system",
@@ -340,6 +352,8 @@ class Setting:
             opt.check(f.name, value)
         if not self.model_dir.strip():
             raise SettingError("model_dir must name a folder. Received: model_dir=''")
+        if not self.host.strip():
+            raise SettingError("host must name an address (127.0.0.1: this machine only). Received: host=''")
         from .train.models import MODELS, too_small
 
         spec = MODELS.get(self.model)
