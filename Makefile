@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA ?= mnist_data
 MODEL_DIR ?= models/mnist
 
-.PHONY: demo test export train evaluate predict clean
+.PHONY: demo test serve clean
 
 # The virtualenv is rebuilt only when requirements.txt changes.
 $(VENV)/.installed: requirements.txt
@@ -19,6 +19,10 @@ demo: $(VENV)/.installed
 	$(PY) mnist_keras.py --mode train --data-dir $(DATA) --model-dir $(MODEL_DIR)
 	$(PY) mnist_keras.py --mode evaluate --data-dir $(DATA) --model-dir $(MODEL_DIR)
 	$(PY) mnist_keras.py --mode predict --data-dir $(DATA) --model-dir $(MODEL_DIR)
+
+# After the demo: answer HTTP requests with its model (http://127.0.0.1:8000/; Ctrl-C stops).
+serve: $(VENV)/.installed
+	$(PY) mnist_keras.py --mode serve --data-dir $(DATA) --model-dir $(MODEL_DIR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

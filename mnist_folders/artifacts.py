@@ -19,6 +19,8 @@ nothing else::
       calibration.json    the softmax temperature fitted on the validation
                           split, with the calibration error before and after
       export/             written by --mode export (SavedModel, TFLite, ONNX)
+      logs/<run>/         TensorBoard's event files, one folder per training run
+                          (train with tensorboard = true; kept across runs)
       evaluation.json     written by evaluate
       predictions.csv     written by predict
 
@@ -60,6 +62,7 @@ EVALUATION = "evaluation.json"
 PREDICTIONS = "predictions.csv"
 CALIBRATION = "calibration.json"
 EXPORT = "export"  # the folder --mode export writes (see mnist_folders.serve.deploy)
+LOGS = "logs"  # TensorBoard's event files, one sub-folder per training run (setting tensorboard = true)
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 STAGING = ".staging"  # where a fresh run trains until its first checkpoint exists
 # What one training run writes: replaced as a whole by the next run (see promote).

@@ -34,6 +34,9 @@ EXIT_BROKEN_PIPE = 141
 _RESOURCE_ERRORS = {"ResourceExhaustedError": "out of memory", "MemoryError": "out of memory"}
 
 
+BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+
+
 def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
@@ -42,6 +45,8 @@ def default_text(name: str, opt: Any, default: Any) -> str:
     """How a setting's default reads in ``--help`` and the generated tables."""
     if opt.default_text is not None:
         return opt.default_text
+    if isinstance(default, bool):
+        return "true" if default else "false"
     if opt.model_default:
         from .train.models import MODELS
 
@@ -52,6 +57,8 @@ def default_text(name: str, opt: Any, default: Any) -> str:
 def allowed_text(opt: Any) -> str:
     """The allowed values or range of a setting, as one phrase ('' when free)."""
     words = opt.allowed()
+    if opt.kind == "bool":
+        return "true, false"
     if opt.kind == "int" and words:
         return f"integer {opt.range_text()} or {', '.join(words)}".replace("integer  or", "integer or")
     if words:
@@ -68,7 +75,14 @@ def _parser_type(opt: Any) -> Callable[[str], Any]:
             return text
         return int(text)
 
-    parse_int.__name__ = "integer"
+    def parse_bool(text: str) -> bool:
+        if text.lower() not in BOOLEAN_WORDS:
+            raise ValueError(text)
+        return BOOLEAN_WORDS[text.lower()]
+
+    parse_int.__name__, parse_bool.__name__ = "integer", "true or false"
+    if opt.kind == "bool":
+        return parse_bool
     if opt.kind == "int":
         return parse_int
     if opt.kind == "float":
@@ -93,6 +107,8 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
                                        help=f"{opt.help} ({detail})".replace("%", "%%"))
         if opt.kind == "str" and opt.allowed():
             options.update(choices=opt.allowed(), metavar="{" + ",".join(opt.allowed()) + "}")
+        if opt.kind == "bool":  # --tensorboard alone means true; --tensorboard false overrides a config file
+            options.update(nargs="?", const=True, metavar="{true,false}")
         groups[opt.group].add_argument(flag_name(f.name), *opt.aliases, **options)
 
 

@@ -61,7 +61,7 @@ class Option:
     Attributes:
         help: one line for ``--help`` and the generated tables.
         group: one of :data:`GROUPS`.
-        kind: ``int``, ``float``, ``str`` or ``names`` (a list of strings).
+        kind: ``int``, ``float``, ``str``, ``bool`` or ``names`` (a list of strings).
         choices: the allowed strings (or a function returning them); for an
             ``int`` kind, words accepted besides integers (``epochs = "auto"``).
         low, high: inclusive bounds of a number, or exclusive where
@@ -130,6 +130,8 @@ def _num(value: float) -> str:
 
 
 def _has_kind(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
     if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "float":
@@ -141,7 +143,7 @@ def _has_kind(value: Any, kind: str) -> bool:
 
 def option(default: Any, help: str, group: str, kind: str | None = None, **rules: Any) -> Any:
     """A dataclass field described by an :class:`Option` (``kind`` inferred from ``default``)."""
-    kind = kind or {int: "int", float: "float", str: "str"}[type(default)]
+    kind = kind or {bool: "bool", int: "int", float: "float", str: "str"}[type(default)]
     return dataclasses.field(default=default, metadata={"option": Option(help, group, kind, **rules)})
 
 
@@ -242,6 +244,9 @@ class Setting:
                           "files: onnx (onnxruntime), tflite or tflite_int8 (LiteRT); auto: onnx when a current "
                           "export is there (training writes model.onnx unless --format says otherwise), else "
                           "keras", "prediction", choices=RUNTIMES)
+    tensorboard: bool = option(False, "train: also write TensorBoard logs (loss, accuracy, learning rate per "
+                               "epoch) to <model_dir>/logs/; view with tensorboard --logdir <model_dir>/logs",
+                               "training")
     min_confidence: float = option(0.0, "predict: a top probability below this is written as class 'uncertain' "
                                    "(0: never)", "prediction", low=0.0, high=1.0)
     # ---- serving (--mode serve; mnist_folders.serve.server) ----

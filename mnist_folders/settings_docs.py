@@ -72,6 +72,8 @@ def toml_defaults() -> str:
 
 
 def _toml_value(value) -> str:
+    if isinstance(value, bool):  # TOML's booleans are lower case
+        return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):

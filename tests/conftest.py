@@ -188,3 +188,19 @@ def exported(trained_model, small_data, tmp_path_factory) -> Path:
                      "--data-dir", str(small_data))
     assert "exported to" in result.stdout
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def registry_data(small_data, tmp_path_factory) -> Path:
+    """40 training and 20 test images of each digit (linked from the small tree) and its 10 samples: a model
+    trains on a few hundred images in seconds."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("registry")
+    for split, count in (("train", 40), ("test", 20)):
+        for digit in range(10):
+            (root / split / str(digit)).mkdir(parents=True)
+            for path in sorted((small_data / split / str(digit)).iterdir())[:count]:
+                os.link(path, root / split / str(digit) / path.name)
+    shutil.copytree(small_data / "tmp", root / "tmp")
+    return root

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,20 +46,6 @@ def test_model_defaults_follow_the_model_and_flags_override_them():
     assert strong.augments and strong.lr_decay < 1
     assert Setting(model="strong", rotation_range=0.0, shift_range=0.0, zoom_range=0.0).augments is False
     assert Setting(model="mlp", batch_size=64).batch_size == 64
-
-
-@pytest.fixture(scope="module")
-def registry_data(small_data, tmp_path_factory) -> Path:
-    """40 training and 20 test images of each digit (linked from the small tree) and its 10 samples: each
-    registered model trains on a few hundred images."""
-    root = tmp_path_factory.mktemp("registry")
-    for split, count in (("train", 40), ("test", 20)):
-        for digit in range(10):
-            (root / split / str(digit)).mkdir(parents=True)
-            for path in sorted((small_data / split / str(digit)).iterdir())[:count]:
-                os.link(path, root / split / str(digit) / path.name)
-    shutil.copytree(small_data / "tmp", root / "tmp")
-    return root
 
 
 @pytest.mark.parametrize("name", sorted(set(MODELS) - {"efficientnet_b0", "efficientnet_lite0"}))  # b0: its twin path is mobilenet_v3_small; lite0: test_pretrained.py

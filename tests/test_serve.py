@@ -317,3 +317,36 @@ def test_the_batcher_groups_concurrent_images_and_bounds_its_queue():
     for request, (rows, _) in zip(requests, answers):  # each caller gets its own rows back, in order
         assert rows.tolist() == request.reshape(len(request), -1).sum(axis=1).tolist()
     assert sizes[:2] == [7, 5]  # 1+2+3+1 fit a batch of 8; the request of 5 opens the next
+
+
+@needs_browser
+def test_the_page_in_a_real_browser_shows_the_class_of_a_chosen_image(served, mixed_images, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    seven, inverted_two = mixed_images / "sample_7.png", mixed_images / "inverted_sample_2.png"
+    with Server(served, tmp_path) as server:
+        browser.get(server.url)
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: "10 classes" in b.find_element(By.ID, "model").text)  # /metadata was read
+        browser.find_element(By.ID, "files").send_keys(f"{seven}\n{inverted_two}")  # as a person choosing two
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".result")) == 2)
+        rows = browser.find_elements(By.CSS_SELECTOR, ".result")
+        assert [r.find_element(By.CLASS_NAME, "name").text for r in rows] == [seven.name, inverted_two.name]
+        results = {r.find_element(By.CLASS_NAME, "name").text: r for r in rows}
+        expected = {p["file"]: p for p in server.client.post("/predict", files=[
+            ("file", (p.name, p.read_bytes())) for p in (seven, inverted_two)]).json()["predictions"]}
+        for name, row in results.items():
+            labels = [e.text for e in row.find_elements(By.CSS_SELECTOR, ".bar .label")]
+            values = [e.text for e in row.find_elements(By.CSS_SELECTOR, ".bar .value")]
+            assert labels[0] == expected[name]["class"] == {"sample_7.png": "7", "inverted_sample_2.png": "2"}[name]
+            assert values[0] == f"{100 * expected[name]['confidence']:.1f} %"
+            assert len(labels) == 3  # the top 3, best first
+        assert browser.find_element(By.ID, "status").text == "done: 2 images"
+        shot = tmp_path / "serve_page.png"
+        browser.save_screenshot(str(shot))
+        with Image.open(shot) as picture:
+            assert picture.size[0] == 1280
+        if os.environ.get("MNIST_FOLDERS_SCREENSHOTS"):  # where a person looks at it (docs/serve_page.png)
+            shutil.copy(shot, os.environ["MNIST_FOLDERS_SCREENSHOTS"])
+        assert server.stop() == 0

@@ -6,6 +6,7 @@ callbacks, ``fit``, report. The helpers below hold the details.
 
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,7 +197,8 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     # Callbacks: schedule, per-epoch seeds, NaN guard, atomic checkpoints, the stop rule.
     checkpoint = EpochCheckpoint(workdir, history, best, promote_to)
     stop = StopRule(setting, checkpoint.history, log)
-    callbacks = training_callbacks(setting, data.set_epoch, checkpoint, stop, history=checkpoint.history)
+    logs = [tensorboard_logs(model_dir, resume)] if setting.tensorboard and scratch is None else []  # the chief
+    callbacks = training_callbacks(setting, data.set_epoch, checkpoint, stop, *logs, history=checkpoint.history)
     class_weight = balanced_class_weights(data.train_labels, len(index.class_names)) \
         if setting.class_weight == "balanced" else None
     if class_weight:
@@ -249,6 +251,25 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     curves = plots.training_curves(checkpoint.history, model_dir / plots.TRAINING_CURVES) if checkpoint.history else None
     result = TrainResult(len(checkpoint.history) - initial_epoch, checkpoint.best, checkpoint.history, model_dir, curves)
     return result, setting, data.failed
+
+
+def tensorboard_logs(model_dir: Path, resume: bool) -> keras.callbacks.TensorBoard:
+    """Keras' TensorBoard callback writing per-epoch scalars (loss, accuracy, learning rate; training and
+    validation) to ``<model_dir>/logs/<run>/``, where ``<run>`` is the start time of a fresh run
+    (``YYYYmmdd-HHMMSS``) and a resumed run continues the latest run's folder (its epochs follow on).
+    TensorBoard shows each folder as a run, so runs can be compared; the folders are kept across runs.
+    Written into the model directory itself, not ``.staging``: TensorFlow's event writer re-creates a
+    file that was moved while open."""
+    logs = model_dir / artifacts.LOGS
+    runs = sorted(p for p in logs.iterdir() if p.is_dir()) if logs.is_dir() else []
+    if resume and runs:
+        run = runs[-1]
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run, n = logs / stamp, 2
+        while run.exists():  # two fresh runs within one second
+            run, n = logs / f"{stamp}-{n}", n + 1
+    return keras.callbacks.TensorBoard(log_dir=str(run), update_freq="epoch", write_graph=False, profile_batch=0)
 
 
 def pretrained_head(setting: Setting, model: keras.Model, index: FolderIndex, failed: list[tuple[str, str]],

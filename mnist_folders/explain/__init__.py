@@ -1,0 +1,1 @@
+"""Explanations of a trained model's predictions: where in the image its evidence for a class lies."""
