@@ -134,6 +134,7 @@ def main() -> int:
         report = evaluate(setting, progress)
         print(format_report(report))
         print(f"report: {setting.model_path / 'evaluation.json'}")
+        print(f"browse it: {setting.model_path / 'report.html'}")
         return cli.EXIT_OK
 
 

@@ -10,10 +10,13 @@ default ``--serve-*`` settings) and drives it from one asyncio process with one
 time cap passes; each phase starts with a short untimed warm-up. Client and
 server share this machine's cores, so the figures are what one machine
 serving itself gives, not the server's alone; the CPU columns show the split.
+A control row repeats the 28x28 c=32 phase with one ``httpx.AsyncClient``
+(one connection) per worker instead of the shared one: a gap between the two
+is the shared client's connection pool, not the server.
 
 Images: 500 distinct MNIST test digits as exported (28x28 grayscale PNG, about
 0.3 KB) and the same digits upscaled with Pillow to 224x224 RGB JPEG (quality
-90, about 10 KB), which the server decodes and shrinks back to 28x28.
+90, about 4 KB), which the server decodes and shrinks back to 28x28.
 
 Table 1 (load), one row per image set and concurrency:
 - requests: requests timed (the warm-up excluded); c: concurrent clients;
@@ -64,8 +67,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import json
-import math
 import os
 import random
 import re
@@ -83,6 +84,7 @@ from common import REPO, fmt, machine_line, repeat, save
 
 CONCURRENCIES = (1, 8, 32)
 SET_SIZE = 500
+PER_WORKER = "28x28 PNG, a client per worker"  # the control row: 32 httpx.AsyncClients of one connection each
 SERVING = re.compile(r"at (http://\S+/) ; Ctrl-C or SIGTERM stops")
 STOPPED = re.compile(r"stopped: (\d+) images predicted in (\d+) batches")
 JUNK = random.Random(0).randbytes(2048)
@@ -177,16 +179,17 @@ def cpu_split(pids: dict[str, int]) -> dict[str, float]:
 
 
 class Load:
-    """One HTTP client for the whole run and a count of the requests it sent."""
+    """Phases of requests to the server, and a count of the requests sent."""
 
-    def __init__(self, client, server_pid: int, reference: dict[str, str]):
-        self.client, self.reference, self.sent = client, reference, 0
+    def __init__(self, server_pid: int, reference: dict[str, str]):
+        self.reference, self.sent = reference, 0
         self.pids = {"server": server_pid, "client": os.getpid()}
 
-    async def phase(self, blobs: list[tuple[str, bytes]], concurrency: int, count: int, cap_s: float,
+    async def phase(self, blobs: list[tuple[str, bytes]], clients: list, count: int, cap_s: float,
                     malformed: bool = False) -> dict:
-        """``count`` requests (fewer if ``cap_s`` passes first) from ``concurrency`` workers; every 10th
-        malformed when ``malformed``. Latencies, outcomes and CPU use of the phase."""
+        """``count`` requests (fewer if ``cap_s`` passes first) from one worker per entry of ``clients``
+        (httpx.AsyncClient; the same one repeated, or one each); every 10th malformed when ``malformed``.
+        Latencies, outcomes and CPU use of the phase."""
         numbers = iter(range(count))
         latencies: list[float] = []
         good = collections.Counter()  # the unexpected outcome, or (right class?, same as predict?)
@@ -194,7 +197,7 @@ class Load:
         samples: list[str] = []  # the first unexpected answers, for the report
         deadline = time.perf_counter() + cap_s
 
-        async def worker() -> None:
+        async def worker(client) -> None:
             for i in numbers:
                 if time.perf_counter() > deadline:
                     return
@@ -207,7 +210,7 @@ class Load:
                     request, label = {"files": {"file": (name, data)}}, name
                 started = time.perf_counter()
                 try:
-                    answer = await self.client.post("/predict", **request)
+                    answer = await client.post("/predict", **request)
                     outcome = self._outcome(answer, expected, label)
                 except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
                     outcome = f"{type(exc).__name__}: {exc}"
@@ -222,13 +225,13 @@ class Load:
 
         cpu = cpu_split(self.pids)
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*map(worker, clients))
         wall = time.perf_counter() - started
         cpu = {name: (value - cpu[name]) / wall * 100 for name, value in cpu_split(self.pids).items()}
         ms = np.array(latencies) * 1e3
         answers = {key: n for key, n in good.items() if isinstance(key, tuple)}
         answered = sum(answers.values())
-        return {"concurrency": concurrency, "planned": count, "requests": len(latencies), "seconds": wall,
+        return {"concurrency": len(clients), "planned": count, "requests": len(latencies), "seconds": wall,
                 "capped": len(latencies) < count, "requests_per_s": len(latencies) / wall,
                 "images_per_s": answered / wall,
                 **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)},
@@ -241,9 +244,8 @@ class Load:
                 "server_cpu_pct": cpu["server"], "client_cpu_pct": cpu["client"],
                 "other_cpu_pct": cpu["machine"] - cpu["server"] - cpu["client"], "unexpected": samples}
 
-    async def warm_up(self, blobs: list[tuple[str, bytes]], concurrency: int) -> None:
-        await self.phase(blobs, concurrency, max(20, 2 * concurrency), 30)
-
+    async def warm_up(self, blobs: list[tuple[str, bytes]], clients: list) -> None:
+        await self.phase(blobs, clients, max(20, 2 * len(clients)), 30)
 
     def _outcome(self, answer, expected: int, name: str | None) -> str | tuple[bool, bool]:
         """For a good request (file ``name``) answered with one prediction: (its class is the digit in the
@@ -265,29 +267,35 @@ async def drive(url: str, pid: int, sets: dict, reference: dict[str, str], count
     ``reference``: the class ``--mode predict`` gives each file."""
     import httpx
 
-    limits = httpx.Limits(max_connections=max(CONCURRENCIES), max_keepalive_connections=max(CONCURRENCIES))
+    top = max(CONCURRENCIES)
+    limits = httpx.Limits(max_connections=top, max_keepalive_connections=top)
+    load = Load(pid, reference)
+    png = sets["28x28 PNG"][1]
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        load = Load(client, pid, reference)
         for _, blobs in sets.values():
-            await load.warm_up(blobs, max(CONCURRENCIES))
+            await load.warm_up(blobs, [client] * top)
         memory = {"after warm-up": {"requests": load.sent, **memory_mib(pid)}}
         rows = []
         for label, (_, blobs) in sets.items():
             for c in CONCURRENCIES:
-                await load.warm_up(blobs, c)
-                rows.append({"set": label, **await load.phase(blobs, c, counts[c], cap_s)})
+                await load.warm_up(blobs, [client] * c)
+                rows.append({"set": label, **await load.phase(blobs, [client] * c, counts[c], cap_s)})
                 print(_load_row(rows[-1]), flush=True)
-        png = sets["28x28 PNG"][1]
+        own = [httpx.AsyncClient(base_url=url, timeout=30) for _ in range(top)]
+        await load.warm_up(png, own)
+        rows.append({"set": PER_WORKER, **await load.phase(png, own, counts[top], cap_s)})
+        print(_load_row(rows[-1]), flush=True)
+        await asyncio.gather(*(each.aclose() for each in own))
         extra = []
         while load.sent < rss_after:  # top up to rss_after requests, c=32
-            extra.append(await load.phase(png, max(CONCURRENCIES), rss_after - load.sent, cap_s))
+            extra.append(await load.phase(png, [client] * top, rss_after - load.sent, cap_s))
             if extra[-1]["requests"] == 0:
                 break
         memory[f"after {rss_after:,} requests"] = {"requests": load.sent, **memory_mib(pid)}
         malformed = []
         for c in CONCURRENCIES:
-            await load.warm_up(png, c)
-            malformed.append(await load.phase(png, c, counts[c], cap_s, malformed=True))
+            await load.warm_up(png, [client] * c)
+            malformed.append(await load.phase(png, [client] * c, counts[c], cap_s, malformed=True))
             print(_malformed_row(malformed[-1]), flush=True)
         memory["at the end"] = {"requests": load.sent, **memory_mib(pid)}
     return {"load": rows, "top_up": extra, "malformed": malformed, "memory": memory, "requests_sent": load.sent}
@@ -375,14 +383,16 @@ def report(results: dict, stop: dict, ceiling: dict, args: argparse.Namespace, w
                   f"({last['requests'] - first['requests']:,} requests)", "",
               f"Ceiling: images/s on the same 500-file folders, median ({args.repeats} runs, min-max), measured "
               "before the server started", "",
-              "| set | server c=1 | server c=8 | server c=32 | library predict (in process) | --mode predict "
-              "(CLI, process start included) | best server / library |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| set | server c=1 | server c=8 | server c=32 | server c=32, a client per worker "
+              "| library predict (in process) | --mode predict (CLI, process start included) "
+              "| best server / library |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for label, figures in ceiling.items():
-        served = {r["concurrency"]: r["images_per_s"] for r in results["load"] if r["set"] == label}
-        lines.append(f"| {label} | " + " | ".join(f"{served[c]:.0f}" for c in CONCURRENCIES)
-                     + f" | {fmt(figures['library'], 0)} | {fmt(figures['cli'], 0)} | "
-                       f"{max(served.values()) / figures['library']['median']:.2f}x |")
+        served = [f"{r['images_per_s']:.0f}" for r in results["load"] if r["set"] == label]
+        control = [r["images_per_s"] for r in results["load"] if r["set"] == PER_WORKER and label == "28x28 PNG"]
+        best = max([r["images_per_s"] for r in results["load"] if r["set"] == label] + control)
+        lines.append(f"| {label} | {' | '.join(served)} | {f'{control[0]:.0f}' if control else '-'} | "
+                     f"{fmt(figures['library'], 0)} | {fmt(figures['cli'], 0)} | "
+                     f"{best / figures['library']['median']:.2f}x |")
     mean = f"{stop['mean_batch']:.2f}" if stop["mean_batch"] else "n/a"
     lines += ["", f"Server stop (SIGTERM): exit code {stop['exit_code']}; `{stop['line']}` (mean {mean} images "
                   "per forward pass over the whole run, c=1 phases and warm-ups included)"]

@@ -69,7 +69,7 @@ STAGING = ".staging"  # where a fresh run trains until its first checkpoint exis
 RUN_FILES = (SETTING, CLASS_NAMES, DATASET, BEST_WEIGHTS, BEST_INFO, LAST_MODEL, HISTORY, CALIBRATION,
              "training_curves.png")
 # Reports about a model: removed when a new run replaces it (they would describe the old one).
-REPORTS = (EVALUATION, "confusion_matrix.png", "misclassified.png", "reliability_diagram.png", "suspect_labels.csv",
+REPORTS = (EVALUATION, "report.html", "confusion_matrix.png", "misclassified.png", "reliability_diagram.png", "suspect_labels.csv",
            "suspect_labels.png")
 
 

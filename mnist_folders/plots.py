@@ -83,23 +83,34 @@ def confusion_matrix(confusion: Sequence[Sequence[int]], class_names: Sequence[s
 
 
 def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, float]], path: Path) -> Path:
-    """Accuracy against confidence per bin, one line per curve, with the diagonal of perfect calibration.
+    """Accuracy against confidence per bin, one line per curve, with the diagonal of perfect calibration;
+    under it, how many images each bin holds (a point made of 3 images is noise, one of 9,000 is not).
 
     ``curves`` maps a label (e.g. "before calibration") to
     :func:`mnist_folders.serve.calibration.reliability`'s ``(confidence, accuracy,
-    count)`` arrays plus the curve's ECE; empty bins are not drawn.
+    count)`` arrays plus the curve's ECE; empty bins are not drawn. Marker areas
+    grow with the bin's count too.
     """
-    figure, axis = plt.subplots(figsize=(5.5, 5.5))
+    figure, (axis, counts_axis) = plt.subplots(2, 1, figsize=(5.5, 7.2), sharex=True,
+                                               gridspec_kw={"height_ratios": [3, 1.2]})
     axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
-    for label, (confidence, accuracy, count, ece) in curves.items():
+    bins = len(next(iter(curves.values()))[2]) if curves else 1
+    width = 1.0 / bins / (len(curves) or 1)
+    for i, (label, (confidence, accuracy, count, ece)) in enumerate(curves.items()):
         used = count > 0
-        axis.plot(confidence[used], accuracy[used], marker="o", label=f"{label} (ECE {ece:.4f})")
+        line = axis.plot(confidence[used], accuracy[used], label=f"{label} (ECE {ece:.4f})")[0]
+        sizes = 12 + 140 * np.sqrt(count[used] / max(count.max(), 1))
+        axis.scatter(confidence[used], accuracy[used], s=sizes, color=line.get_color(), zorder=3)
+        left = np.arange(bins) / bins + i * width
+        counts_axis.bar(left, count, width=width, align="edge", color=line.get_color(), label=label)
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1)
-    axis.set_xlabel("confidence (mean top probability in the bin)")
     axis.set_ylabel("accuracy in the bin")
     axis.set_title("reliability diagram (test images)")
     axis.legend(loc="upper left")
+    counts_axis.set_yscale("symlog", linthresh=10)
+    counts_axis.set_ylabel("images in the bin")
+    counts_axis.set_xlabel("confidence (top probability; mean of the bin above)")
     return _save(figure, path)
 
 

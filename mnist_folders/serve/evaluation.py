@@ -125,7 +125,9 @@ def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
         progress: show tqdm bars.
 
     Returns:
-        The :class:`EvaluationReport`, also written to ``evaluation.json``.
+        The :class:`EvaluationReport`, also written to ``evaluation.json``,
+        and drawn with the test images in ``report.html``
+        (:mod:`mnist_folders.explain.report`).
 
     Raises:
         CheckpointError: no trained model in ``model_dir``.
@@ -187,6 +189,10 @@ def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
             Path(figure).unlink(missing_ok=True)
         raise
     artifacts.write_json(model_dir / artifacts.EVALUATION, asdict(report))
+    from ..explain.report import Outcome, write_report
+
+    outcome = Outcome([index.paths[i] for i in kept.tolist()], true, calibrated)
+    write_report(setting, model, report, outcome)
     return report
 
 
