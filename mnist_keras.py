@@ -11,6 +11,9 @@
   check     audit the train, test and predict folders (counts, unreadable
             files, exact and near duplicates, leakage); with a trained model
             in <model_dir>, also list the likely label errors
+  explain   where the model looks: a Grad-CAM picture of each image of
+            <predict_dir> (or --input), into --output (default
+            <model_dir>/explained/)
   serve     answer HTTP requests with the trained model (POST /predict,
             GET /health, /metadata, and a page to try it at /) on
             <host>:<port>, 127.0.0.1:8000 by default
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from mnist_folders import cli
 
-MODES = ("train", "evaluate", "predict", "lr_find", "check", "export", "serve")
+MODES = ("train", "evaluate", "predict", "lr_find", "check", "export", "explain", "serve")
 # mnist_folders.serve.deploy.FORMATS, without importing it (TensorFlow) before the arguments are valid
 EXPORT_FORMATS = ("savedmodel", "tflite", "tflite_int8", "onnx")
 # Written after training unless --format says otherwise: predict then runs on ONNX Runtime without
@@ -58,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--quarantine", type=Path, metavar="DIR",
                      help="check: move unreadable files and test/predict copies of train images into DIR "
                           "(with a manifest to move them back)")
-    run.add_argument("--output", type=Path, help="predict: CSV path (default <model_dir>/predictions.csv)")
+    run.add_argument("--output", type=Path, help="predict: CSV path (default <model_dir>/predictions.csv); "
+                                                 "explain: folder of the pictures (default <model_dir>/explained)")
     run.add_argument("--watch", action="store_true",
                      help="predict: keep running, predict each image as it lands in the folder and append it "
                           "to the CSV (stop with Ctrl-C or SIGTERM)")
@@ -128,6 +132,8 @@ def main() -> int:
         result = export(setting, args.format or EXPORT_FORMATS)
         print(f"exported to {result.folder} (labels.txt, preprocessing.json and {', '.join(result.files)})")
         return cli.EXIT_OK
+    if args.mode == "explain":
+        return explain_mode(setting, args)
     if args.mode == "evaluate":
         from mnist_folders.serve.evaluation import evaluate, format_report
 
@@ -185,6 +191,26 @@ def predict_mode(setting, args: argparse.Namespace, chosen: dict, progress: bool
         print(f"{display(p.path)}\t{display(p.class_name)}\t{p.confidence:.4f}")
     print(f"{len(run.predictions)} predicted, {len(run.skipped)} skipped; CSV: {display(run.csv_path)} "
           f"(runtime {run.predictor.runtime})")
+    return cli.EXIT_OK
+
+
+def explain_mode(setting, args: argparse.Namespace) -> int:
+    """``--mode explain``: one Grad-CAM picture per image of the input, and one line per image."""
+    from mnist_folders import artifacts
+    from mnist_folders.explain.explain_files import explain_files
+    from mnist_folders.names import display
+
+    output = Path(args.output) if args.output else setting.model_path / artifacts.EXPLAINED
+    done = explain_files(setting, output)
+    for path, reason in done.skipped:
+        print(f"skipped {display(path)}: {reason}", file=sys.stderr)
+    if not done.pictures:
+        print(f"no images to explain in {display(setting.predict_path)} ({len(done.skipped)} files skipped)")
+        return cli.EXIT_NOTHING_TO_PREDICT
+    for path, picture, name, probability in done.pictures:
+        print(f"{display(path)}\t{display(name)}\t{probability:.4f}\t{display(picture)}")
+    print(f"{len(done.pictures)} explained in {done.seconds:.1f} s ({done.seconds / len(done.pictures):.2f} s per "
+          f"image), {len(done.skipped)} skipped; pictures in {display(output)}")
     return cli.EXIT_OK
 
 

@@ -361,16 +361,19 @@ def _malformed_row(r: dict) -> str:
             f"{r['p99_ms']:.1f} |")
 
 
-def report(results: dict, stop: dict, ceiling: dict, args: argparse.Namespace, wall: float) -> str:
+def report(results: dict, stop: dict, ceiling: dict, args: argparse.Namespace, rerun: str, wall: float) -> str:
     """The Markdown of the three tables, the memory readings and the stop line."""
-    lines = [f"Date: {time.strftime('%Y-%m-%d')}; run time {wall / 60:.1f} min; server: `--mode serve --runtime onnx`, "
-             "default `--serve-batch 64 --serve-wait-ms 2`; client: one httpx.AsyncClient on the same machine.",
-             f"Rerun: `python bench/serve_load.py --requests {args.requests} --phase-seconds {args.phase_seconds:g}`"
-             + ("" if args.requests == 3000 else " (counts reduced from the default 3,000 to fit the time)"), "",
+    top_up = results["top_up"]
+    lines = [f"Date: {time.strftime('%Y-%m-%d')}; run time {wall / 60:.1f} min; server: `--mode serve --runtime "
+             "onnx`, default `--serve-batch 64 --serve-wait-ms 2`, on 127.0.0.1; client: this script on the same "
+             "machine, one shared httpx.AsyncClient (the control row: one per worker).",
+             f"Rerun: `{rerun}`" + ("" if args.requests == 3000 else
+                                    " (counts reduced from the default 3,000 requests per phase)"), "",
              "Load: one image per request (multipart), 500 distinct MNIST test digits per set", "",
              "| set | c | requests | req/s | images/s | p50 ms | p95 ms | p99 ms | errors | differs from predict "
              "| accuracy % | server CPU % | client CPU % | other CPU % |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *map(_load_row, results["load"]), "",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+             *map(_load_row, results["load"]), "",
              "Malformed traffic: 28x28 PNG set, every 10th request junk.png (422), an empty image/png body (400) "
              "or a JSON body (415), in turn", "",
              "| c | requests | good 200 | malformed as expected | errors | req/s | p99 ms |",
@@ -380,7 +383,9 @@ def report(results: dict, stop: dict, ceiling: dict, args: argparse.Namespace, w
               for when, m in results["memory"].items()]
     first, *_, last = results["memory"].values()
     lines += ["", f"RSS growth from the warm-up to the end: {last['VmRSS'] - first['VmRSS']:+.1f} MiB "
-                  f"({last['requests'] - first['requests']:,} requests)", "",
+                  f"({last['requests'] - first['requests']:,} requests). Top-up to {args.rss_after:,}: "
+                  f"{sum(r['requests'] for r in top_up):,} requests, 28x28 PNG, c=32, shared client, "
+                  f"{sum(r['errors'] for r in top_up)} errors.", "",
               f"Ceiling: images/s on the same 500-file folders, median ({args.repeats} runs, min-max), measured "
               "before the server started", "",
               "| set | server c=1 | server c=8 | server c=32 | server c=32, a client per worker "
@@ -425,18 +430,20 @@ def main() -> int:
             results = asyncio.run(drive(url, proc.pid, sets, reference, counts, args.phase_seconds,
                                         args.rss_after))
         finally:
-            stop = stop_server(proc, log) if proc.poll() is None else {
-                "exit_code": proc.returncode, "line": None, "mean_batch": None,
-                "log_tail": log.read_text(errors="replace").splitlines()[-10:]}
+            stop = stop_server(proc, log)
             print(f"server exit code {stop['exit_code']}; {stop['line']}", flush=True)
+            if stop["exit_code"] != 0 or not stop["line"]:
+                print("server log tail:", *stop["log_tail"], sep="\n", flush=True)
     wall = time.perf_counter() - started
-    table = report(results, stop, ceiling, args, wall)
-    save("serve_load", machine_line(), table, {
-        "date": time.strftime("%Y-%m-%d"), "wall_seconds": wall, "serving": first_line, "args": {
-            "requests": args.requests, "phase_seconds": args.phase_seconds, "rss_after": args.rss_after,
-            "repeats": args.repeats, "model_dir": str(args.model_dir) if args.model_dir else "trained (temporary)"},
-        **results, "stop": stop, "ceiling": ceiling})
-    ok = stop["exit_code"] == 0 and not any(r["errors"] for r in results["load"] + results["malformed"])
+    defaults = vars(parser.parse_args([]))
+    rerun = " ".join(["python bench/serve_load.py"] + [f"--{name.replace('_', '-')} {value}" for name, value
+                                                       in vars(args).items() if value != defaults[name]])
+    save("serve_load", machine_line(), report(results, stop, ceiling, args, rerun, wall), {
+        "date": time.strftime("%Y-%m-%d"), "wall_seconds": wall, "serving": first_line, "rerun": rerun,
+        "model_dir": str(args.model_dir) if args.model_dir else "trained here (temporary)", **results,
+        "stop": stop, "ceiling": ceiling})
+    phases = results["load"] + results["top_up"] + results["malformed"]
+    ok = stop["exit_code"] == 0 and not any(r["errors"] for r in phases)
     return 0 if ok else 1
 
 

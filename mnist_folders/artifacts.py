@@ -19,6 +19,8 @@ nothing else::
       calibration.json    the softmax temperature fitted on the validation
                           split, with the calibration error before and after
       export/             written by --mode export (SavedModel, TFLite, ONNX)
+      explained/          --mode explain's Grad-CAM pictures (its default --output)
+      report.html         written by evaluate: the evaluation to browse
       logs/<run>/         TensorBoard's event files, one folder per training run
                           (train with tensorboard = true; kept across runs)
       evaluation.json     written by evaluate
@@ -62,6 +64,7 @@ EVALUATION = "evaluation.json"
 PREDICTIONS = "predictions.csv"
 CALIBRATION = "calibration.json"
 EXPORT = "export"  # the folder --mode export writes (see mnist_folders.serve.deploy)
+EXPLAINED = "explained"  # --mode explain's pictures, by default: removed with the model they show
 LOGS = "logs"  # TensorBoard's event files, one sub-folder per training run (setting tensorboard = true)
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 STAGING = ".staging"  # where a fresh run trains until its first checkpoint exists
@@ -185,7 +188,8 @@ def workspace_for_fresh_run(model_dir: Path) -> Path:
     if not holds_model(model_dir):
         for stale in RUN_FILES + REPORTS:
             (model_dir / stale).unlink(missing_ok=True)
-        shutil.rmtree(model_dir / EXPORT, ignore_errors=True)
+        for folder in (EXPORT, EXPLAINED):
+            shutil.rmtree(model_dir / folder, ignore_errors=True)
         return model_dir
     staging.mkdir()
     return staging
@@ -197,7 +201,8 @@ def promote(staging: Path, model_dir: Path) -> None:
         for name in RUN_FILES + REPORTS:
             if not (staging / name).exists():
                 (model_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(model_dir / EXPORT, ignore_errors=True)  # exported from the model being replaced
+        for folder in (EXPORT, EXPLAINED):  # made from the model being replaced
+            shutil.rmtree(model_dir / folder, ignore_errors=True)
         for path in staging.iterdir():
             os.replace(path, model_dir / path.name)
     staging.rmdir()

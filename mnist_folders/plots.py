@@ -114,6 +114,18 @@ def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
     return _save(figure, path)
 
 
+def explanation(image: np.ndarray, overlaid: np.ndarray, title: str, path: Path) -> Path:
+    """The model's input ``(H, W, C)`` uint8 beside its Grad-CAM overlay ``(H, W, 3)`` uint8, titled with
+    the top classes."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(6.4, 3.6))
+    _show_image(left, image)
+    left.set_title("the model's input", fontsize=9)
+    _show_image(right, overlaid)
+    right.set_title("Grad-CAM of the top class", fontsize=9)
+    figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
 def image_grid(images: np.ndarray, titles: Sequence[str], path: Path, columns: int = 10, title: str = "") -> Path:
     """A grid of ``(N, H, W, C)`` uint8 images, each with a short title."""
     rows = max(1, -(-len(images) // columns))

@@ -12,6 +12,7 @@ test_heatmap_points_at_the_planted_cue failed with it (the bfloat16 test too, wi
 from __future__ import annotations
 
 import gc
+import weakref
 
 import keras
 import numpy as np
@@ -50,12 +51,18 @@ def _data(per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
 
 @pytest.fixture(scope="module")
 def trained():
-    """cnn_small trained (as the registry builds it, on ``scale``d inputs) to tell cue from no cue; and test
-    images with the cue."""
+    """cnn_fast trained (as the registry builds it, on ``scale``d inputs) to tell cue from no cue; and test
+    images with the cue.
+
+    cnn_fast ends in global average pooling, the head Grad-CAM's channel weights assume. The models with a
+    Flatten head (cnn_small, cnn_32_64_64, cnn_64_32) learn the cue as well (100 %), but their logit
+    gradients, averaged over the whole map, are negative for nearly every channel: their Grad-CAM maps are all
+    0 on this task (measured for 92-100 % of the images; the keras-io recipe gives the same maps).
+    """
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     images, labels = _data(300, rng)
-    model = build_model("cnn_small", (SIDE, SIDE, 1), 2, optimizer="adam")
+    model = build_model("cnn_fast", (SIDE, SIDE, 1), 2, optimizer="adam")
     model.fit(scale(images), keras.utils.to_categorical(labels, 2), epochs=4, batch_size=32, shuffle=True, verbose=0)
     test, test_labels = _data(50, rng)
     accuracy = (predict_probabilities(model, test).argmax(1) == test_labels).mean()
@@ -80,7 +87,10 @@ def test_heatmap_points_at_the_planted_cue(trained):
     # The probabilities are those prediction gives; the default class is the predicted one (1 here).
     np.testing.assert_allclose(probabilities, predict_probabilities(model, cued), atol=1e-5)
     np.testing.assert_allclose(gradcam(model, cued), heatmaps, atol=1e-5)
-    assert gc_module._CACHE[model].path == last_conv_layer(model) == ["dropout"]  # after the pooling
+    other = gradcam(model, cued, classes=np.zeros(len(cued), int))  # the evidence for "no cue" is elsewhere
+    assert np.abs(other - heatmaps).mean() > 0.1
+    # The last ReLU: global pooling, dropout and the softmax Dense follow.
+    assert gc_module._CACHE[model].path == last_conv_layer(model) == [model.layers[-4].name]
     with pytest.raises(ValueError, match="uint8"):
         gradcam(model, scale(cued))
     with pytest.raises(ValueError, match="indices"):
@@ -92,7 +102,7 @@ def test_same_under_mixed_bfloat16(trained):
     model, cued = trained
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        half = build_model("cnn_small", (SIDE, SIDE, 1), 2)
+        half = build_model("cnn_fast", (SIDE, SIDE, 1), 2)
         half.set_weights(model.get_weights())
         explainer = GradCam(half)
         assert explainer.tap.outputs[0].dtype == "bfloat16"
@@ -130,10 +140,10 @@ def test_cache_lets_a_dropped_model_go():
     gradcam(model, np.zeros((1, 8, 8, 1), np.uint8))
     assert gc_module._CACHE[model] is explainer
     assert explainer.path == [model.layers[4].name]  # the third conv: nothing but Flatten and Dense after it
-    count = len(gc_module._CACHE)
+    dropped = weakref.ref(model)
     del model, explainer
     gc.collect()
-    assert len(gc_module._CACHE) == count - 1
+    assert dropped() is None
 
 
 @pytest.mark.parametrize("channels", [1, 3])
