@@ -19,6 +19,7 @@ demo: $(VENV)/.installed
 	$(PY) mnist_keras.py --mode train --data-dir $(DATA) --model-dir $(MODEL_DIR)
 	$(PY) mnist_keras.py --mode evaluate --data-dir $(DATA) --model-dir $(MODEL_DIR)
 	$(PY) mnist_keras.py --mode predict --data-dir $(DATA) --model-dir $(MODEL_DIR)
+	@echo "report: $(MODEL_DIR)/report.html (open it in a browser; make serve answers HTTP requests)"
 
 # After the demo: answer HTTP requests with its model (http://127.0.0.1:8000/; Ctrl-C stops).
 serve: $(VENV)/.installed

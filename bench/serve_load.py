@@ -41,7 +41,7 @@ an empty raw body with ``Content-Type: image/png`` (expect 400) and a JSON body
 (expect 415). good 200: good requests answered HTTP 200 with a prediction, of
 those sent (must be all); malformed as expected: malformed requests answered
 with the expected status, of those sent; errors: the good requests that were
-not; req/s and p99 ms over all requests.
+not; req/s and p99 ms over all requests; other CPU % as above.
 
 Memory: VmRSS and VmHWM of the server process (MiB, from
 ``/proc/<pid>/status``) after the warm-up, after ``--rss-after`` requests
@@ -358,7 +358,15 @@ def _malformed_row(r: dict) -> str:
     capped = " (capped)" if r["capped"] else ""
     return (f"| {r['concurrency']} | {r['requests']:,}{capped} | {r['good_ok']:,} / {r['good_sent']:,} | "
             f"{r['malformed_expected']:,} / {r['malformed_sent']:,} | {r['errors']} | {r['requests_per_s']:.0f} | "
-            f"{r['p99_ms']:.1f} |")
+            f"{r['p99_ms']:.1f} | {r['other_cpu_pct']:.0f} |")
+
+
+def _contention(phases: list[dict], limit: float = 20) -> str:
+    others = [r["other_cpu_pct"] for r in phases]
+    contended = sum(other > limit for other in others)
+    return (f"Other workloads used {min(others):.0f} to {max(others):.0f} % CPU (of one core) during the timed "
+            f"phases" + (f"; {contended} of {len(others)} phases over {limit:g} %: their figures understate the "
+                         "server and their latencies overstate it" if contended else "") + ".")
 
 
 def report(results: dict, stop: dict, ceiling: dict, args: argparse.Namespace, rerun: str, wall: float) -> str:
@@ -376,8 +384,9 @@ def report(results: dict, stop: dict, ceiling: dict, args: argparse.Namespace, r
              *map(_load_row, results["load"]), "",
              "Malformed traffic: 28x28 PNG set, every 10th request junk.png (422), an empty image/png body (400) "
              "or a JSON body (415), in turn", "",
-             "| c | requests | good 200 | malformed as expected | errors | req/s | p99 ms |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *map(_malformed_row, results["malformed"]), "",
+             "| c | requests | good 200 | malformed as expected | errors | req/s | p99 ms | other CPU % |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *map(_malformed_row, results["malformed"]),
+             "", _contention(results["load"] + results["malformed"]), "",
              "Server memory (MiB)", "", "| when | requests sent | VmRSS | VmHWM |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {when} | {m['requests']:,} | {m['VmRSS']:.0f} | {m['VmHWM']:.0f} |"
               for when, m in results["memory"].items()]

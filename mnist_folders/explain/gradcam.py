@@ -2,23 +2,34 @@
 
 Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep
 Networks via Gradient-based Localization"; the keras-io example "Grad-CAM
-class activation visualization"): for class c, the gradient of the class
-score with respect to the feature maps ``A`` ``(B, h, w, k)`` of the last
-convolutional layer is averaged over ``h, w`` into channel weights ``alpha_k``;
-the heatmap is ``ReLU(sum_k alpha_k A_k)``, upsampled (bilinear) to the input
-size and normalised to [0, 1] per image.
+class activation visualization") weights the feature maps ``A`` ``(B, h, w, k)``
+of the last convolutional layer by the gradient of the class score and keeps
+the positive evidence, upsampled (bilinear) to the input size and normalised
+to [0, 1] per image.
+
+Computed here as HiResCAM (Draelos and Carin 2020, "Use HiResCAM instead of
+Grad-CAM for faithful explanations of convolutional neural networks"):
+``ReLU(sum_k dS/dA_k * A_k)``, the gradient times the map at each position,
+where Grad-CAM first averages the gradient over the map (``alpha_k``). For a
+model that ends in global average pooling (``cnn_fast``, the pretrained
+backbones) the gradient is the same at every position and the two are the
+same heatmap. After a Flatten head every position has its own weights, and
+Grad-CAM's averaged weights can be negative for every channel: ``cnn_small``
+and ``cnn_32_64_64`` learnt a planted 6x6 cue perfectly yet gave all-0
+Grad-CAM maps for 92-100 % of the images, where these maps point at the cue
+(``tests/test_gradcam.py`` checks both kinds of head).
 
 The score is the class's logit, ``features @ kernel + bias`` of the final
 softmax Dense layer computed here in float32 from its input: the softmax
-probability saturates (a model 100 % sure of a class has ``p_c`` = 1.0 in
-float32 and a zero gradient) and its gradient mixes in the other classes';
+probability saturates (its gradient carries a factor ``p_c (1 - p_c)``, 0
+once ``p_c`` rounds to 1.0 in float32) and mixes in the other classes';
 the paper differentiates the pre-softmax score for that reason. A model
 whose last layer is not a softmax Dense falls back to ``log(p_c)``, the
 logit up to a term shared by all classes.
 
-The feature maps and gradients are cast to float32 before they are combined,
-so that models under the ``mixed_bfloat16`` policy (bfloat16 feature maps) give
-stable heatmaps too.
+Under the ``mixed_bfloat16`` policy the feature maps, and their gradients
+through the layers after them, are bfloat16: both are cast to float32 before
+they are combined, as is the logit's input.
 """
 
 from __future__ import annotations
@@ -114,8 +125,8 @@ class GradCam:
     def __init__(self, model: keras.Model):
         self.path = last_conv_layer(model)
         last = model.layers[-1]
-        self.head = last if isinstance(last, keras.layers.Dense) and last.activation is keras.activations.softmax \
-            else None
+        softmax = isinstance(last, keras.layers.Dense) and last.activation is keras.activations.softmax
+        self.head = last if softmax else None  # None: differentiate log p_c
         self.input_shape = tuple(model.input_shape[1:])
         self.tap = _tap(model, self.path, self.head)
 
@@ -134,8 +145,7 @@ class GradCam:
             picked = tf.argmax(probabilities, axis=1, output_type=tf.int32) if classes is None else classes
             score = tf.reduce_sum(tf.gather(scores, picked, batch_dims=1))
         gradients = tf.cast(tape.gradient(score, maps), tf.float32)
-        alpha = tf.reduce_mean(gradients, axis=(1, 2))  # (B, k)
-        heat = tf.nn.relu(tf.einsum("bhwk,bk->bhw", tf.cast(maps, tf.float32), alpha))
+        heat = tf.nn.relu(tf.reduce_sum(gradients * tf.cast(maps, tf.float32), axis=-1))  # HiResCAM: (B, h, w)
         heat = tf.image.resize(heat[..., None], self.input_shape[:2], method="bilinear")[..., 0]
         peak = tf.reduce_max(heat, axis=(1, 2), keepdims=True)
         return tf.math.divide_no_nan(heat, peak), probabilities
@@ -164,7 +174,8 @@ class GradCam:
         if classes is not None:
             classes = np.asarray(classes, dtype=np.int64)
             if classes.shape != (len(images),) or ((classes < 0) | (classes >= count)).any():
-                raise ValueError(f"classes must be {len(images)} indices in [0, {count}), not {classes.tolist()}")
+                raise ValueError(f"classes must be {len(images)} indices in [0, {count}), "
+                                 f"not shape {classes.shape} from {classes.min(initial=0)} to {classes.max(initial=0)}")
         heatmaps, probabilities = [np.zeros((0, *self.input_shape[:2]), np.float32)], [np.zeros((0, count), np.float32)]
         for start in range(0, len(images), batch):
             picked = None if classes is None else tf.constant(classes[start : start + batch], tf.int32)
