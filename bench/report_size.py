@@ -12,25 +12,29 @@ Two cases, each with its own briefly trained model (one training run each):
 
 Per case (seconds are medians (min-max) of ``--repeats`` in-process runs, interleaved, after one warm-up):
 - evaluate with report: ``evaluate()`` wall seconds as ``--mode evaluate`` runs it (model load included);
-- evaluate without report: the same with ``write_report`` replaced by a no-op;
+- evaluate without report: the same with ``write_report`` replaced by a no-op; also, steadier on a noisy
+  machine, the with-report runs less their own write_report seconds;
 - write_report: its own seconds inside the with-report runs (a timing wrapper), and its share;
 - report.html size (MiB = 2^20 bytes) and what it is made of, from the page's JSON
   (``<script id="report-data">``): thumbnails in the confusion-matrix cells (count and bytes), the per-cell
   cap (``confusion.cap``), non-empty cells out of K^2, Grad-CAM pictures (the 24 + 24 extremes, each an
   input and an overlay);
 - browser load: milliseconds from navigationStart to loadEventEnd (``performance.timing``) of the page
-  opened from disk in headless Chromium (tests/browser.py), median of 3 loads;
-- hot spots: one ``write_report`` call under cProfile, the functions with the most own time.
+  opened from disk in headless Chromium (tests/browser.py), median of 3 loads after one warm-up load;
+- hot spots: one ``write_report`` call under cProfile: the report's own functions (report.py, gradcam.py)
+  by cumulative time, and all functions by own time.
 
 Also: ``--mode explain`` seconds per image on 100 test images of mnist10 (the figure it prints, model load
 excluded; median of ``--repeats`` CLI runs). And the usability check of the 100-class page: click one
-off-diagonal cell of the 100 x 100 matrix, check its images appear, and save a screenshot of the matrix
-section to ``bench/results/report_100_classes.png``.
+off-diagonal cell of the 100 x 100 matrix (the most frequent confusion), check its images appear, measure
+the drawn matrix against its scroll box (how much of it is in view at once), and save a screenshot of the
+matrix section (window 1280 x 1500) to ``bench/results/report_100_classes.png``.
 
-Data and models go to ``--work`` (default bench/tmp_report_size, git-ignored) and are reused by a second
-run (training seconds then say "reused"); ``--fresh`` rebuilds them. About 10-15 minutes on 2 cores.
+Data and models go to ``--work`` (default bench/tmp_report_size, git-ignored), removed at the end unless
+``--keep``; a kept folder is reused by the next run (training seconds then say "reused"), ``--fresh`` rebuilds
+it. About 3-5 minutes on 2 cores.
 
-    python bench/report_size.py [--repeats 3] [--epochs100 6] [--work bench/tmp_report_size] [--fresh]
+    python bench/report_size.py [--repeats 3] [--epochs100 6] [--work bench/tmp_report_size] [--keep] [--fresh]
 """
 
 from __future__ import annotations
@@ -137,7 +141,7 @@ def time_evaluations(model_dir: Path, test_dir: Path, repeats: int) -> tuple[dic
     try:
         setting = setting_for_model({"model_dir": str(model_dir), "test_dir": str(test_dir)})
         evaluation = evaluate(setting, progress=False)  # warm-up: TensorFlow, page cache
-        runs = {"with_report": [], "without_report": [], "write_report": []}
+        runs = {"with_report": [], "without_report": [], "write_report": [], "with_minus_report": []}
         for _ in range(repeats):
             for enabled in (True, False):
                 timer.enabled = enabled
@@ -146,6 +150,7 @@ def time_evaluations(model_dir: Path, test_dir: Path, repeats: int) -> tuple[dic
                 runs["with_report" if enabled else "without_report"].append(time.perf_counter() - started)
                 if enabled:
                     runs["write_report"].append(timer.seconds)
+                    runs["with_minus_report"].append(runs["with_report"][-1] - timer.seconds)
         timer.enabled = True
         return {name: stats(values) for name, values in runs.items()}, timer, evaluation
     finally:
@@ -156,16 +161,25 @@ def stats(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
 
-def profile_report(timer: ReportTimer, top: int = 8) -> list[dict]:
-    """One ``write_report`` call under cProfile: the ``top`` functions by own time."""
+def profile_report(timer: ReportTimer, top: int = 8) -> dict:
+    """One ``write_report`` call under cProfile: its seconds, the ``top`` functions by own time, and the
+    report's own functions (report.py, gradcam.py) by cumulative time."""
     profiler = cProfile.Profile()
+    started = time.perf_counter()
     profiler.runcall(timer.real, *timer.args)
-    table = pstats.Stats(profiler, stream=io.StringIO())
-    total = sum(row[2] for row in table.stats.values())
-    rows = sorted(table.stats.items(), key=lambda item: -item[1][2])[:top]
-    return [{"function": f"{Path(file).name}:{line}({name})", "calls": calls, "own_s": round(own, 3),
-             "cumulative_s": round(cumulative, 3), "share_of_total": round(own / total, 3)}
-            for (file, line, name), (_, calls, own, cumulative, _) in rows]
+    seconds = time.perf_counter() - started
+    table = pstats.Stats(profiler, stream=io.StringIO()).stats
+    own_total = sum(row[2] for row in table.values())
+
+    def rows(items):
+        return [{"function": f"{Path(file).name}:{line}({name})", "calls": calls, "own_s": round(own, 3),
+                 "cumulative_s": round(cumulative, 3), "share_of_own_time": round(own / own_total, 3)}
+                for (file, line, name), (_, calls, own, cumulative, _) in items]
+
+    ours = [item for item in table.items() if Path(item[0][0]).name in ("report.py", "gradcam.py")]
+    return {"seconds_profiled": seconds,
+            "by_own_time": rows(sorted(table.items(), key=lambda item: -item[1][2])[:top]),
+            "report_functions": rows(sorted(ours, key=lambda item: -item[1][3])[:top])}
 
 
 # ---------------------------------------------------------------- the page
@@ -220,6 +234,15 @@ def click_cell(driver, key: str, expected: int) -> dict:
             "images_loaded": loaded, "chosen": "chosen" in td.get_attribute("class")}
 
 
+def matrix_geometry(driver) -> dict:
+    """How big the drawn matrix is against the scroll box that shows it (CSS pixels)."""
+    return driver.execute_script("""
+        const table = document.getElementById("confusion"), box = table.parentElement;
+        const cell = table.querySelector("tbody td").getBoundingClientRect();
+        return {cell_w: cell.width, cell_h: cell.height, table_w: table.scrollWidth, table_h: table.scrollHeight,
+                box_w: box.clientWidth, box_h: box.clientHeight};""")
+
+
 def browse(pages: dict[str, Path], click: dict[str, tuple[str, int]], loads: int = 3) -> dict[str, dict]:
     """Per page: its browser load time (median of ``loads``); for the pages in ``click``, that cell clicked
     and a screenshot of the matrix section."""
@@ -233,10 +256,12 @@ def browse(pages: dict[str, Path], click: dict[str, tuple[str, int]], loads: int
         try:
             for name, page in pages.items():
                 url = page.resolve().as_uri()
+                load_ms(driver, url)  # warm-up: the first load of a fresh browser is slower
                 found[name] = {"load_ms": repeat(lambda: load_ms(driver, url), loads)}
                 if name in click:
                     found[name]["matrix_cells_drawn"] = driver.execute_script(
                         "return document.querySelectorAll('#confusion td').length;")
+                    found[name]["geometry"] = matrix_geometry(driver)
                     found[name]["click"] = click_cell(driver, *click[name])
                     driver.find_element(By.ID, "matrix").screenshot(str(SCREENSHOT))
                     found[name]["screenshot"] = str(SCREENSHOT.relative_to(REPO))
@@ -273,15 +298,18 @@ def explain_per_image(model_dir: Path, test_dir: Path, work: Path, repeats: int)
 
 def results_table(cases: dict[str, dict]) -> str:
     lines = ["| case | classes | test images | accuracy | evaluate with report s | without report s | "
+             "same runs less write_report s | "
              "write_report s (share) | report.html MiB | thumbnails in cells | cap per cell | non-empty cells "
              "| Grad-CAM pictures | browser load ms | training s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: |"]
     for name, c in cases.items():
         page, t = c["page"], c["timing"]
         share = t["write_report"]["median"] / t["with_report"]["median"]
         training = "reused" if c["training_s"] is None else f"{c['training_s']:.0f}"
         lines.append(f"| {name} | {page['classes']} | {c['images']:,} | {c['accuracy']:.3f} | "
                      f"{fmt(t['with_report'], 2)} | {fmt(t['without_report'], 2)} | "
+                     f"{fmt(t['with_minus_report'], 2)} | "
                      f"{fmt(t['write_report'], 2)} ({share:.0%}) | {page['mib']:.2f} | {page['thumbnails']:,} | "
                      f"{page['cap']} | {page['cells_nonempty']:,} / {page['cells_total']:,} | "
                      f"{page['gradcam_pictures']} | {fmt(c['browser']['load_ms'], 0)} | {training} |")
@@ -302,11 +330,15 @@ def parts_table(cases: dict[str, dict]) -> str:
 def profile_table(cases: dict[str, dict]) -> str:
     lines = []
     for name, c in cases.items():
-        lines += [f"write_report under cProfile, {name} (top functions by own time):", "",
-                  "| function | calls | own s | cumulative s | share of own time |", "| --- | ---: | ---: | ---: | ---: |"]
-        lines += [f"| `{r['function']}` | {r['calls']:,} | {r['own_s']:.3f} | {r['cumulative_s']:.3f} | "
-                  f"{r['share_of_total']:.0%} |" for r in c["profile"]]
-        lines.append("")
+        profile = c["profile"]
+        for key, title in (("report_functions", "the report's functions by cumulative time"),
+                           ("by_own_time", "all functions by own time")):
+            lines += [f"write_report under cProfile, {name} ({profile['seconds_profiled']:.2f} s profiled), "
+                      f"{title}:", "", "| function | calls | own s | cumulative s | share of own time |",
+                      "| --- | ---: | ---: | ---: | ---: |"]
+            lines += [f"| `{r['function']}` | {r['calls']:,} | {r['own_s']:.3f} | {r['cumulative_s']:.3f} | "
+                      f"{r['share_of_own_time']:.0%} |" for r in profile[key]]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -328,11 +360,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs100", type=int, default=6, help="epochs of the 100-class model")
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "tmp_report_size")
+    parser.add_argument("--keep", action="store_true", help="keep --work (data, models) for the next run")
     parser.add_argument("--fresh", action="store_true", help="rebuild the data and retrain the models")
     args = parser.parse_args()
     from mnist_folders import cli
 
     cli.quiet_tensorflow()
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # each evaluate() loads a new model: TensorFlow warns of retracing
     work = args.work.resolve()
     if args.fresh:
         shutil.rmtree(work, ignore_errors=True)
@@ -358,7 +394,8 @@ def main() -> int:
     for name in cases:
         cases[name]["browser"] = browser[name]
         cases[name]["page"]["offdiagonal"] = cases[name]["page"]["offdiagonal"][:5]
-    click = browser["pairs100"]["click"]
+    click, geometry = browser["pairs100"]["click"], browser["pairs100"]["geometry"]
+    seen = min(1, geometry["box_w"] / geometry["table_w"]) * min(1, geometry["box_h"] / geometry["table_h"])
     ok = click["images_loaded"] >= click["images_expected"] and click["chosen"]
     lines = [f"Date: {time.strftime('%Y-%m-%d %H:%M')}. Rerun: `python bench/report_size.py` (see its docstring).",
              "mnist10: full MNIST test set, cnn_64_128_256, 1 epoch on 10,000 training images. pairs100: 100 "
@@ -372,10 +409,15 @@ def main() -> int:
              f"100-class page in headless Chromium: {browser['pairs100']['matrix_cells_drawn']:,} matrix cells drawn; "
              f"clicked cell {click['cell']} (the most frequent confusion): \"{click['title']}\"; "
              f"{click['images_loaded']} / {click['images_expected']} images shown -> {'OK' if ok else 'FAILED'}; "
-             f"screenshot {browser['pairs100']['screenshot']}.", "", profile_table(cases)]
+             f"screenshot {browser['pairs100']['screenshot']}. Each cell is {geometry['cell_w']:.0f} x "
+             f"{geometry['cell_h']:.0f} px, the table {geometry['table_w']:,} x {geometry['table_h']:,} px in a "
+             f"{geometry['box_w']:,} x {geometry['box_h']:,} px scroll box: {seen:.0%} of the matrix in view at "
+             "once.", "", profile_table(cases)]
     save("report_size", machine_line(), "\n".join(lines),
          {"date": time.strftime("%Y-%m-%d %H:%M"), "repeats": args.repeats, "epochs100": args.epochs100,
           "cases": cases, "explain": explain, "browser_check_ok": ok})
+    if not args.keep:
+        shutil.rmtree(work)
     return 0 if ok else 1
 
 

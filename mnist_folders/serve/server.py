@@ -66,6 +66,9 @@ PAGE = Path(__file__).with_name("page.html")
 RAW_TYPES = ("image/", "application/octet-stream")
 QUEUE_IMAGES = 4096  # images waiting for the model, at most; beyond: HTTP 503
 GRACE_SECONDS = 30  # on SIGTERM: how long requests in flight may take to finish
+# An idle connection is kept this long: longer than clients keep theirs (httpx 5 s, as uvicorn's default was),
+# so that a client never sends a request on a connection the server is closing (bench/serve_load.py saw it).
+KEEP_ALIVE_SECONDS = 75
 # A strict policy for the page: its own inline script and style, images from the files a person chose.
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src blob:; "
                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -347,7 +350,8 @@ def serve(setting: Setting, log: Callable[[str], None] = print) -> dict:
     sock = bind(setting.host, setting.port)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=GRACE_SECONDS, server_header=False)
+                            timeout_graceful_shutdown=GRACE_SECONDS, server_header=False,
+                            timeout_keep_alive=KEEP_ALIVE_SECONDS)
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
     log(f"serving {display(setting.model_path)} ({setting.model}, {runtime}, weights "
