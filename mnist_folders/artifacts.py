@@ -93,8 +93,11 @@ def claim_for_training(model_dir: Path) -> None:
             named), or cannot be written.
     """
     if model_dir.is_dir() and not (model_dir / MARKER).exists() and not holds_model(model_dir):
-        ours_anyway = {MARKER, ".write-test", ".train.lock", ".files.lock"}
-        others = sorted(p.name for p in model_dir.iterdir() if p.name not in ours_anyway)
+        ours_anyway = (MARKER, ".write-test", ".train.lock", ".files.lock")
+        # ... and their temporary names while being written (atomic_path: ".<name>.<random>.tmp"), e.g. another
+        # worker of the same multi-worker run proving the folder writable at this moment.
+        others = sorted(p.name for p in model_dir.iterdir()
+                        if p.name not in ours_anyway and not p.name.startswith(tuple(f".{n}." for n in ours_anyway)))
         if others:
             raise CheckpointError(f"{display(model_dir)}: holds files that are not a model of this tool "
                                   f"(e.g. {display(others[0])}); train into a new or empty --model-dir")

@@ -156,8 +156,10 @@ def test_two_workers_train_like_one_process_and_resume_after_a_worker_dies(subse
                 "--quiet", *extra)
 
     run_cli(*args(tmp_path / "one"), "--strategy", "one_device")
-    together = _two_workers(args(tmp_path / "two"))
+    together = _two_workers(args(tmp_path / "two", "--tensorboard"))
     _expect_exit_codes(together, [0, 0])
+    runs = list((tmp_path / "two" / "logs").iterdir())  # TensorBoard: the chief's logs only, of each epoch
+    assert len(runs) == 1 and len(list((runs[0] / "validation").glob("events.out.tfevents.*"))) == 1
     assert "on worker 0 of 2 (multi_worker)" in together[0][0][0]
     # Same global batches, no dropout, float32: the two workers' summed gradients are one process's up to
     # the order of float additions, so the training loss and accuracy agree to a few parts in 10,000. Those
@@ -235,3 +237,22 @@ def test_a_collective_aborted_by_a_lost_peer_is_one_line_anywhere_in_training():
         raise tf.errors.InvalidArgumentError(None, None, "shapes differ")
     with pytest.raises(tf.errors.UnavailableError), multi_worker.lost_contact(None):  # one process: no peers
         raise tf.errors.UnavailableError(None, None, "down")
+
+
+def test_a_worker_proving_the_folder_writable_does_not_make_it_foreign(tmp_path):
+    # Found with two workers (and the CI failure of 2026-12-02): worker 1's ".write-test" probe, seen by the
+    # chief mid-write under its temporary name, made the chief refuse the new model directory as "not ours".
+    from mnist_folders import artifacts
+    from mnist_folders.errors import CheckpointError
+
+    folder = tmp_path / "new"
+    folder.mkdir()
+    (folder / "..write-test.fdtxxsvt.tmp").write_bytes(b"ok\n")
+    (folder / "..train.lock.abc.tmp").write_bytes(b"")
+    artifacts.claim_for_training(folder)
+    assert (folder / artifacts.MARKER).exists()
+    other = tmp_path / "theirs"
+    other.mkdir()
+    (other / ".write-test-notes.txt").write_text("a user's file")  # not one of our names: still refused
+    with pytest.raises(CheckpointError, match="not a model of this tool"):
+        artifacts.claim_for_training(other)

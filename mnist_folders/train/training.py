@@ -104,7 +104,8 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
         strategy, placement, role = strategy_for(setting)  # first: devices must be set before the runtime starts
     model_dir = setting.model_path
     index = prepare_index(setting, log)
-    artifacts.claim_for_training(model_dir)
+    if role is None or role.chief:  # the other workers only read the shared model directory
+        artifacts.claim_for_training(model_dir)
     if strategy.num_replicas_in_sync > 1:
         log(f"training {placement}; each batch is split across the replicas")
     if role is not None and not role.chief:
