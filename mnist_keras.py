@@ -18,11 +18,19 @@
             GET /health, /metadata, and a page to try it at /) on
             <host>:<port>, 127.0.0.1:8000 by default
 
-Defaults serve MNIST as exported by parse_mnist.py. Every setting below can
-also be given in a TOML file (--config); flags override it. evaluate and
-predict use the settings saved with the model, and refuse values that
-contradict it (image size, colour mode, classes, model).
+Defaults serve MNIST as exported by parse_mnist.py. Every setting can also
+be given in a TOML file (--config); flags override it. evaluate and predict
+use the settings saved with the model, and refuse values that contradict it
+(image size, colour mode, classes, model).
 """
+
+EXAMPLES = """examples:
+  python parse_mnist.py && python mnist_keras.py --mode train    # MNIST, end to end
+  python mnist_keras.py --mode train --data-dir photos --model-dir models/photos
+  python mnist_keras.py --mode predict --model-dir models/photos --input new_photos/
+
+python mnist_keras.py --mode MODE --help lists the options and settings MODE reads;
+README.md ("CLI reference") lists every setting."""
 
 import argparse
 import sys
@@ -49,31 +57,72 @@ def _formats(text: str) -> tuple[str, ...]:
     return names
 
 
+# The modes that read each run option: given to another mode it is a usage error, not silently ignored.
+RUN_OPTION_MODES = {"resume": ("train",), "strict": ("train", "check"), "quarantine": ("check",),
+                    "output": ("predict", "explain"), "watch": ("predict",), "sort_into": ("predict",),
+                    "format": ("train", "export")}
+# The groups of settings each mode's --help lists. Every mode accepts every setting (one TOML file serves
+# them all); these are the groups it reads.
+MODE_GROUPS = {"train": ("paths", "image", "classes", "training", "system"),
+               "lr_find": ("paths", "image", "classes", "training", "system"),
+               "evaluate": ("paths", "system"), "predict": ("paths", "image", "prediction", "system"),
+               "export": ("paths", "image", "system"), "check": ("paths", "image", "classes", "system"),
+               "explain": ("paths", "image", "prediction"), "serve": ("paths", "image", "prediction", "serving")}
+
+
+def _mode_named(argv: list[str]) -> str | None:
+    """The --mode value in ``argv`` (before argparse runs: --help needs it), or None."""
+    for i, arg in enumerate(argv):
+        if arg == "--mode" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--mode="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run = parser.add_argument_group("run options")
-    run.add_argument("--mode", required=True, choices=MODES)
-    run.add_argument("--config", type=Path, help="TOML file of settings (flags override it)")
-    run.add_argument("--resume", action="store_true", help="train: continue after the last completed epoch")
-    run.add_argument("--strict", action="store_true",
-                     help="train: refuse unreadable image files instead of skipping and listing them; "
-                          "check: exit 2 on leakage or conflicting labels")
-    run.add_argument("--quarantine", type=Path, metavar="DIR",
-                     help="check: move unreadable files and test/predict copies of train images into DIR "
-                          "(with a manifest to move them back)")
-    run.add_argument("--output", type=Path, help="predict: CSV path (default <model_dir>/predictions.csv); "
+    argv = sys.argv[1:] if argv is None else argv
+    mode = _mode_named(argv)
+    mode = mode if mode in MODES else None
+    # No abbreviations: --epoch must not silently mean --epochs.
+    usage = f"%(prog)s --mode {mode or '{' + ','.join(MODES) + '}'} [options]"
+    parser = argparse.ArgumentParser(usage=usage, description=__doc__, epilog=EXAMPLES, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = parser.add_argument_group("run options" + (f" of --mode {mode}" if mode else ""))
+
+    def option(name: str, *flags: str, **kwargs) -> None:
+        """A run option, listed by --help without a mode or with a mode that reads it."""
+        if mode is not None and name in RUN_OPTION_MODES and mode not in RUN_OPTION_MODES[name]:
+            kwargs["help"] = argparse.SUPPRESS
+        run.add_argument(*flags, **kwargs)
+
+    option("mode", "--mode", required=True, choices=MODES, metavar="{" + ",".join(MODES) + "}",
+           help="what to do (above); --mode MODE --help lists what MODE reads")
+    option("config", "--config", type=Path, help="TOML file of settings (flags override it)")
+    option("resume", "--resume", action="store_true", help="train: continue after the last completed epoch")
+    option("strict", "--strict", action="store_true",
+           help="train: refuse unreadable image files instead of skipping and listing them; "
+                "check: exit 2 on leakage or conflicting labels")
+    option("quarantine", "--quarantine", type=Path, metavar="DIR",
+           help="check: move unreadable files and test/predict copies of train images into DIR "
+                "(with a manifest to move them back)")
+    option("output", "--output", type=Path, help="predict: CSV path (default <model_dir>/predictions.csv); "
                                                  "explain: folder of the pictures (default <model_dir>/explained)")
-    run.add_argument("--watch", action="store_true",
-                     help="predict: keep running, predict each image as it lands in the folder and append it "
-                          "to the CSV (stop with Ctrl-C or SIGTERM)")
-    run.add_argument("--sort-into", type=Path, metavar="DIR",
-                     help="predict: also copy each image into DIR/<class>/ (DIR/uncertain/ under --min-confidence)")
-    run.add_argument("--format", type=_formats, metavar="LIST",
-                     help=f"export: comma-separated formats (default all: {','.join(EXPORT_FORMATS)}); train: the "
-                          f"formats exported after training (default {','.join(TRAIN_FORMATS)}; none: no export)")
-    run.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch)")
-    cli.add_setting_flags(parser)
+    option("watch", "--watch", action="store_true",
+           help="predict: keep running, predict each image as it lands in the folder and append it "
+                "to the CSV (stop with Ctrl-C or SIGTERM)")
+    option("sort_into", "--sort-into", type=Path, metavar="DIR",
+           help="predict: also copy each image into DIR/<class>/ (DIR/uncertain/ under --min-confidence)")
+    option("format", "--format", type=_formats, metavar="LIST",
+           help=f"export: comma-separated formats (default all: {','.join(EXPORT_FORMATS)}); train: the "
+                f"formats exported after training (default {','.join(TRAIN_FORMATS)}; none: no export)")
+    option("quiet", "--quiet", action="store_true", help="no progress bars (one line per epoch)")
+    # Without a mode --help is short (the modes and examples); with one, the setting groups that mode reads.
+    cli.add_setting_flags(parser, MODE_GROUPS[mode] if mode else ())
     args = parser.parse_args(argv)
+    for name, modes in RUN_OPTION_MODES.items():
+        if getattr(args, name) not in (None, False) and args.mode not in modes:
+            parser.error(f"--{name.replace('_', '-')} is read by --mode {' and '.join(modes)}, not {args.mode}")
     if args.mode == "export" and args.format == ():
         parser.error("--format none: nothing to export (name the formats, or leave --format out for all)")
     return args

@@ -92,13 +92,18 @@ def _parser_type(opt: Any) -> Callable[[str], Any]:
     return str
 
 
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`~mnist_folders.settings.Setting` field, grouped, from its description."""
+def add_setting_flags(parser: argparse.ArgumentParser, listed: "tuple[str, ...] | None" = None) -> None:
+    """One flag per :class:`~mnist_folders.settings.Setting` field, grouped, from its description.
+
+    ``listed``: the groups ``--help`` shows (default all); the flags of the others are accepted all the same.
+    """
     import dataclasses
 
     from .settings import GROUPS, Setting
 
-    groups = {name: parser.add_argument_group(f"{name} settings") for name in GROUPS}
+    listed = GROUPS if listed is None else listed
+    groups = {name: parser.add_argument_group(f"{name} settings") for name in GROUPS if name in listed}
+    hidden = parser.add_argument_group("other settings")
     for f in dataclasses.fields(Setting):
         opt = f.metadata["option"]
         allowed = allowed_text(opt)
@@ -109,7 +114,9 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
             options.update(choices=opt.allowed(), metavar="{" + ",".join(opt.allowed()) + "}")
         if opt.kind == "bool":  # --tensorboard alone means true; --tensorboard false overrides a config file
             options.update(nargs="?", const=True, metavar="{true,false}")
-        groups[opt.group].add_argument(flag_name(f.name), *opt.aliases, **options)
+        if opt.group not in listed:
+            options["help"] = argparse.SUPPRESS
+        groups.get(opt.group, hidden).add_argument(flag_name(f.name), *opt.aliases, **options)
 
 
 def quiet_tensorflow() -> None:

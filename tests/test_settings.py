@@ -72,11 +72,29 @@ def test_every_setting_is_described_once_and_the_generated_docs_are_current():
         assert f"\n{name} " in (REPO / "setting.py").read_text()
 
 
-def test_help_lists_every_setting_with_default_and_allowed_values():
-    out = run_cli(CLI, "--help").stdout
-    for f in dataclasses.fields(Setting):
-        assert "--" + f.name.replace("_", "-") in out, f.name
-    assert "default: 1337" in out and "tfdata, idg" in out
+def test_help_without_a_mode_is_short_and_each_mode_lists_what_it_reads():
+    plain = run_cli(CLI, "--help").stdout
+    assert len(plain.splitlines()) < 80 and "--epochs" not in plain and "--mode MODE --help" in plain
+    modes = ("train", "evaluate", "predict", "lr_find", "check", "export", "explain", "serve")
+    helps = {mode: run_cli(CLI, "--mode", mode, "--help").stdout for mode in modes}
+    for f in dataclasses.fields(Setting):  # every setting is listed by some mode, with its default
+        assert any("--" + f.name.replace("_", "-") + " " in out for out in helps.values()), f.name
+    assert "default: 1337" in helps["train"] and "tfdata, idg" in helps["train"] and "--resume" in helps["train"]
+    assert "--port" not in helps["train"] and "--watch" not in helps["train"]
+    assert "--port" in helps["serve"] and "--epochs" not in helps["serve"] and "--resume" not in helps["serve"]
+    assert len(helps["serve"].splitlines()) < len(helps["train"].splitlines()) < 300
+
+
+@pytest.mark.parametrize("args, line", [
+    (("--mode", "train", "--watch"), "error: --watch is read by --mode predict, not train"),
+    (("--mode", "predict", "--resume"), "error: --resume is read by --mode train, not predict"),
+    (("--mode", "evaluate", "--format", "onnx"), "error: --format is read by --mode train and export, not evaluate"),
+    (("--mode", "train", "--epoch", "3"), "error: unrecognized arguments: --epoch 3"),  # no abbreviations
+])
+def test_an_option_of_another_mode_or_an_abbreviation_is_a_usage_error(args, line):
+    result = run_cli(CLI, *args, check=False)
+    assert result.returncode == 2 and result.stderr.strip().endswith(line), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2  # the short usage line and the error
 
 
 def test_saved_setting_takes_only_what_the_user_chose(trained_model):
