@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -64,6 +65,7 @@ from .prediction import TOP_K, rank
 TOKEN_ENV = "MNIST_FOLDERS_TOKEN"
 PAGE = Path(__file__).with_name("page.html")
 RAW_TYPES = ("image/", "application/octet-stream")
+DECODERS = max(2, os.cpu_count() or 2)  # requests whose uploads are decoded at once
 QUEUE_IMAGES = 4096  # images waiting for the model, at most; beyond: HTTP 503
 GRACE_SECONDS = 30  # on SIGTERM: how long requests in flight may take to finish
 # An idle connection is kept this long: longer than clients keep theirs (httpx 5 s, as uvicorn's default was),
@@ -179,6 +181,10 @@ def make_app(setting: Setting, live: LiveModel, token: str | None = None):
                                                         "class_names": loaded.predictor.class_names}
 
     batcher = Batcher(run, setting.serve_batch, setting.serve_wait_ms / 1000.0, QUEUE_IMAGES)
+    # Requests decode one at a time each, DECODERS at once: an image just under Pillow's decompression-bomb
+    # limit (89 million pixels) takes about 270 MB decoded, so 40 requests at once (anyio's default threads)
+    # could take 10 GB.
+    decoders = anyio.CapacityLimiter(DECODERS)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -210,7 +216,7 @@ def make_app(setting: Setting, live: LiveModel, token: str | None = None):
               summary="Classify one or many images (multipart files, or one image as the body)")
     async def predict(request: Request):
         blobs = await _uploads(request, setting)
-        images, kept, failed = await run_in_threadpool(decode_uploads, blobs, setting)
+        images, kept, failed = await anyio.to_thread.run_sync(decode_uploads, blobs, setting, limiter=decoders)
         answers: list[dict] = [{"file": blobs[i][0], "error": failed[i]} for i in range(len(blobs)) if i in failed]
         weights = None
         if len(kept):
