@@ -54,8 +54,8 @@ label_smoothing   model's own (0.0 for the reference model)      share of each t
 rotation_range    model's own (0.0 for the reference model)      augmentation: random rotation, degrees [[0, 180]]
 shift_range       model's own (0.0 for the reference model)      augmentation: random shift, fraction of the size [[0, 1)]
 zoom_range        model's own (0.0 for the reference model)      augmentation: random zoom, fraction [[0, 1)]
-runtime           auto                                           predict with keras (TensorFlow), or without TensorFlow from --mode export's files: onnx (onnxruntime), tflite or tflite_int8 (LiteRT); auto: onnx when a current export is there (training writes model.onnx unless --format says otherwise), else keras [auto, keras, onnx, tflite, tflite_int8]
 tensorboard       false                                          train: also write TensorBoard logs (loss, accuracy, learning rate per epoch) to <model_dir>/logs/; view with tensorboard --logdir <model_dir>/logs [true, false]
+runtime           auto                                           predict with keras (TensorFlow), or without TensorFlow from --mode export's files: onnx (onnxruntime), tflite or tflite_int8 (LiteRT); auto: onnx when a current export is there (training writes model.onnx unless --format says otherwise), else keras [auto, keras, onnx, tflite, tflite_int8]
 min_confidence    0.0                                            predict: a top probability below this is written as class 'uncertain' (0: never) [[0, 1]]
 host              127.0.0.1                                      serve: the address to listen on; 127.0.0.1 answers this machine only, 0.0.0.0 every network it is on (set MNIST_FOLDERS_TOKEN then)
 port              8000                                           serve: the TCP port (0: any free port, printed at start) [[0, 65535]]

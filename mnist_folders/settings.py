@@ -239,14 +239,14 @@ class Setting:
                                        "float", low=0.0, high=1.0, high_open=True, model_default=True)
     zoom_range: float | None = option(None, "augmentation: random zoom, fraction", "training", "float",
                                       low=0.0, high=1.0, high_open=True, model_default=True)
+    tensorboard: bool = option(False, "train: also write TensorBoard logs (loss, accuracy, learning rate per "
+                               "epoch) to <model_dir>/logs/; view with tensorboard --logdir <model_dir>/logs",
+                               "training")
     # ---- prediction ----
     runtime: str = option("auto", "predict with keras (TensorFlow), or without TensorFlow from --mode export's "
                           "files: onnx (onnxruntime), tflite or tflite_int8 (LiteRT); auto: onnx when a current "
                           "export is there (training writes model.onnx unless --format says otherwise), else "
                           "keras", "prediction", choices=RUNTIMES)
-    tensorboard: bool = option(False, "train: also write TensorBoard logs (loss, accuracy, learning rate per "
-                               "epoch) to <model_dir>/logs/; view with tensorboard --logdir <model_dir>/logs",
-                               "training")
     min_confidence: float = option(0.0, "predict: a top probability below this is written as class 'uncertain' "
                                    "(0: never)", "prediction", low=0.0, high=1.0)
     # ---- serving (--mode serve; mnist_folders.serve.server) ----

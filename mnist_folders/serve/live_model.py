@@ -70,6 +70,7 @@ class LiveModel:
         self.pending: str | None = None  # why a changed model directory is not served yet
         self._lock = threading.Lock()
         self._checked = time.monotonic()
+        self._inputs: tuple | None = None  # INPUT_SETTINGS of the first model loaded
         self.current = self._load()
 
     def _load(self) -> Loaded:
@@ -78,8 +79,9 @@ class LiveModel:
             signature = files_signature(model_dir)
             trained = artifacts.load_trained_setting(model_dir)
             inputs = tuple(getattr(trained, name) for name in INPUT_SETTINGS)
-            expected = tuple(getattr(self.setting, name) for name in INPUT_SETTINGS)
-            if inputs != expected:  # the server decodes every upload for the inputs it started with
+            if self._inputs is None:
+                self._inputs = inputs
+            elif inputs != self._inputs:  # the server decodes every upload for the model it started with
                 raise CheckpointError(f"{display(model_dir)}: the new model takes other inputs ("
                                       + ", ".join(f"{n}={v}" for n, v in zip(INPUT_SETTINGS, inputs))
                                       + "); restart the server to serve it")

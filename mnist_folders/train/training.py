@@ -198,7 +198,8 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     # Callbacks: schedule, per-epoch seeds, NaN guard, atomic checkpoints, the stop rule.
     checkpoint = EpochCheckpoint(workdir, history, best, promote_to)
     stop = StopRule(setting, checkpoint.history, log)
-    logs = [tensorboard_logs(model_dir, resume)] if setting.tensorboard and scratch is None else []  # the chief
+    # TensorBoard: the chief's logs only (scratch is set for the other workers)
+    logs = [tensorboard_logs(model_dir, resume)] if setting.tensorboard and scratch is None else []
     callbacks = training_callbacks(setting, data.set_epoch, checkpoint, stop, *logs, history=checkpoint.history)
     class_weight = balanced_class_weights(data.train_labels, len(index.class_names)) \
         if setting.class_weight == "balanced" else None
@@ -259,8 +260,8 @@ def tensorboard_logs(model_dir: Path, resume: bool) -> keras.callbacks.TensorBoa
     validation) to ``<model_dir>/logs/<run>/``, where ``<run>`` is the start time of a fresh run
     (``YYYYmmdd-HHMMSS``) and a resumed run continues the latest run's folder (its epochs follow on).
     TensorBoard shows each folder as a run, so runs can be compared; the folders are kept across runs.
-    Written into the model directory itself, not ``.staging``: TensorFlow's event writer re-creates a
-    file that was moved while open."""
+    Written into the model directory itself, not ``.staging``: no event file that is open is moved when a
+    fresh run's staging folder replaces the previous model."""
     logs = model_dir / artifacts.LOGS
     runs = sorted(p for p in logs.iterdir() if p.is_dir()) if logs.is_dir() else []
     if resume and runs:
