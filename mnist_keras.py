@@ -30,7 +30,7 @@ EXAMPLES = """examples:
   python mnist_keras.py --mode predict --model-dir models/photos --input new_photos/
 
 python mnist_keras.py --mode MODE --help lists the options and settings MODE reads;
-README.md ("CLI reference") lists every setting."""
+docs/cli-reference.md lists every setting."""
 
 import argparse
 import sys

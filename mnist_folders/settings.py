@@ -5,7 +5,7 @@ Each field carries one :class:`Option` (``field(metadata=...)``): its help
 text, group, kind, allowed values or range. From those descriptions come the
 command-line flags (:func:`mnist_folders.cli.add_setting_flags`), the
 validation (:meth:`Setting.validate`, table-driven), the TOML keys and their
-error messages, and the generated tables of ``README.md``, ``setting.py`` and
+error messages, and the generated tables of ``docs/cli-reference.md``, ``setting.py`` and
 ``configs/mnist.toml`` (``python -m mnist_folders.settings_docs``). Adding a
 setting is one ``option(...)`` line here plus its use.
 
@@ -152,7 +152,7 @@ class Setting:
     """One run's configuration. Change values here, in a TOML file or by flags.
 
     Every field is described once, by its ``option(...)`` below: the
-    generated table in ``setting.py`` and ``README.md`` lists them all.
+    generated table in ``setting.py`` and ``docs/cli-reference.md`` lists them all.
     ``None`` in a path means "under ``data_dir``"; ``None`` in a training
     hyperparameter means the chosen model's own default.
     """

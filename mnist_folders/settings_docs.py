@@ -1,4 +1,4 @@
-"""Generate the settings tables of ``README.md`` and ``setting.py`` and the
+"""Generate the settings tables of ``docs/cli-reference.md`` and ``setting.py`` and the
 contents of ``configs/mnist.toml`` from the field descriptions in
 :mod:`mnist_folders.settings`, so that the docs cannot drift from the code.
 
@@ -30,7 +30,7 @@ def _rows() -> list[tuple[str, str, str, str, str]]:
 
 
 def markdown_table() -> str:
-    """The README table: one row per setting, grouped."""
+    """The table of docs/cli-reference.md: one row per setting, grouped."""
     lines = ["| setting (TOML key) | flag | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
     for name, flags, default, allowed, help_text in _rows():
         cells = (f"`{name}`", flags, default, allowed, help_text)
@@ -103,7 +103,7 @@ def _before_marker(rest: str) -> str:
 
 def generated() -> dict[Path, str]:
     """Each generated file's path and the text it should hold."""
-    readme, setting_py = REPO / "README.md", REPO / "setting.py"
+    readme, setting_py = REPO / "docs" / "cli-reference.md", REPO / "setting.py"
     return {
         readme: _between_markers(readme.read_text(encoding="utf-8"), markdown_table(), readme),
         setting_py: _between_markers(setting_py.read_text(encoding="utf-8"), text_table(), setting_py),

@@ -66,7 +66,7 @@ def test_unknown_toml_key_suggests_the_closest(tmp_path):
 
 def test_every_setting_is_described_once_and_the_generated_docs_are_current():
     assert settings_docs.main(["--check"]) == 0, "run: python -m mnist_folders.settings_docs"
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "cli-reference.md").read_text()
     for name in options():
         assert f"| `{name}` |" in readme
         assert f"\n{name} " in (REPO / "setting.py").read_text()

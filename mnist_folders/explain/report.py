@@ -171,7 +171,7 @@ def _extremes(model, outcome: Outcome, names: list[str], setting, test_root: Pat
                 entry["cam"] = data_uri(_enlarged(overlay(images[j], heatmaps[j]), side), None)
             entries.append(entry)
         result[name] = entries
-    return {**result, "gradcam": note or "Grad-CAM of the predicted class (HiResCAM form; see README)"}
+    return {**result, "gradcam": note or "Grad-CAM of the predicted class (HiResCAM form; see docs/see-the-model.md)"}
 
 
 def _enlarged(image: np.ndarray, side: int) -> np.ndarray:

@@ -46,7 +46,7 @@ def strategy_for(setting: Setting) -> tuple[Any, str, Role | None]:
     if name == "multi_worker":
         if role is None:
             raise SettingError("strategy=multi_worker needs TF_CONFIG naming two or more workers "
-                               "(see the README, \"Training on several machines\")")
+                               "(see docs/large-data.md, \"Training on several machines\")")
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         if strategy.num_replicas_in_sync != role.count:
             raise SettingError(f"strategy=multi_worker supports one device per worker process "
