@@ -168,3 +168,21 @@ def test_explain_with_a_model_without_convolutions_is_one_line(registry_data, tm
                         str(registry_data), "--quiet")  # its report says why there are no heatmaps
     assert "no convolutional layer" in report_data(tmp_path / "mlp" / "report.html")["extremes"]["gradcam"]
     assert evaluated.returncode == 0
+
+
+def test_the_report_shows_the_dataset_audit_when_check_ran(trained_model, registry_data, tmp_path):
+    tree, model_dir = tmp_path / "data", tmp_path / "model"
+    shutil.copytree(registry_data, tree)
+    shutil.copytree(trained_model, model_dir)
+    zero = sorted((tree / "train" / "0").iterdir())[0]
+    shutil.copy(zero, tree / "train" / "1" / "planted.png")  # a 0 labelled 1
+    leaked = sorted((tree / "train" / "5").iterdir())[0]
+    shutil.copy(leaked, tree / "test" / "5" / "leaked.png")  # a training image in the test set
+    run_cli(CLI, "--mode", "check", "--data-dir", str(tree), "--model-dir", str(model_dir), "--quiet")
+    run_cli(CLI, "--mode", "evaluate", "--data-dir", str(tree), "--model-dir", str(model_dir), "--quiet")
+    audit = report_data(model_dir / "report.html")["audit"]
+    check = json.loads((model_dir / "check.json").read_text())
+    assert audit["check"] == check and check["exact_duplicates"]["leakage"] >= 1
+    first = audit["suspects"][0]  # the lowest probability of its given class: the planted one
+    assert first["path"].endswith("planted.png") and first["given_class"] == "1"
+    assert first["src"].startswith("data:image/png;base64,")
