@@ -24,6 +24,12 @@ use the settings saved with the model, and refuse values that contradict it
 (image size, colour mode, classes, model).
 """
 
+import argparse
+import sys
+from pathlib import Path
+
+from mnist_folders import cli
+
 EXAMPLES = """examples:
   python parse_mnist.py && python mnist_keras.py --mode train    # MNIST, end to end
   python mnist_keras.py --mode train --data-dir photos --model-dir models/photos
@@ -31,12 +37,6 @@ EXAMPLES = """examples:
 
 python mnist_keras.py --mode MODE --help lists the options and settings MODE reads;
 docs/cli-reference.md lists every setting."""
-
-import argparse
-import sys
-from pathlib import Path
-
-from mnist_folders import cli
 
 MODES = ("train", "evaluate", "predict", "lr_find", "check", "export", "explain", "serve")
 # mnist_folders.serve.deploy.FORMATS, without importing it (TensorFlow) before the arguments are valid

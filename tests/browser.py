@@ -1,7 +1,8 @@
 """A real headless browser for the tests: Debian's Chromium driven by Selenium.
 
-Use it as ``from browser import needs_browser, browser``: mark a test ``@needs_browser`` and take the
-``browser`` fixture, a Chrome WebDriver already started (headless) and quit after the test, pass or fail.
+Mark a test ``@needs_browser`` (``from browser import needs_browser``) and take the
+``browser`` fixture (registered for every test by conftest.py), a Chrome WebDriver already started
+(headless) and quit after the test, pass or fail.
 Where Chromium, chromedriver or Selenium is missing the marked tests skip, and ``BROWSER_MISSING`` says why.
 
 Only the Debian binaries are used (``/usr/bin/chromium``, ``/usr/bin/chromedriver``, from the packages

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from browser import browser  # noqa: F401 - the fixture: a headless Chromium (tests/browser.py)
+
 REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO / "data" / "mnist"
 # Small enough for a fast suite, large enough for a meaningful accuracy.

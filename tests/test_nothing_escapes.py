@@ -160,7 +160,6 @@ def test_the_kill_hook_with_a_bad_value_is_one_line(small_data, tmp_path):
 
 def _wrong_shape_onnx() -> bytes:
     """A valid ONNX graph named like ours but for 5x5 images and 1 output value."""
-    import onnx
     from onnx import TensorProto, helper
 
     images = helper.make_tensor_value_info("images", TensorProto.FLOAT, [None, 5, 5, 1])

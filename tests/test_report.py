@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from browser import browser, needs_browser  # noqa: F401 - browser is a fixture
+from browser import needs_browser
 from conftest import REPO, run_cli
 
 CLI = str(REPO / "mnist_keras.py")

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import browser, needs_browser  # noqa: F401 - browser is a fixture
+from browser import needs_browser
 from conftest import EXPORT_TEMPERATURE, REPO, run_cli
 
 CLI = str(REPO / "mnist_keras.py")
