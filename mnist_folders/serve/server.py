@@ -195,7 +195,6 @@ def make_app(setting: Setting, live: LiveModel, token: str | None = None):
     # No /docs or /redoc: their pages load scripts from a CDN. /openapi.json is served.
     app = FastAPI(title="mnist_folders", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Image classification with a model trained by mnist_folders.")
-    app.state.batcher = batcher
 
     @app.exception_handler(HTTPException)
     async def http_error(_request, exc: HTTPException):  # one JSON shape for every error: {"error": ...}
@@ -257,7 +256,9 @@ def make_app(setting: Setting, live: LiveModel, token: str | None = None):
     async def page():
         return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={"Content-Security-Policy": PAGE_POLICY})
 
-    return BodyLimit(TokenCheck(app, token), _max_bytes(setting))
+    wrapped = BodyLimit(TokenCheck(app, token), _max_bytes(setting))
+    wrapped.batcher = batcher  # its counters, for the line serve() ends with
+    return wrapped
 
 
 def _max_bytes(setting: Setting) -> int:
@@ -376,8 +377,7 @@ def serve(setting: Setting, log: Callable[[str], None] = print) -> dict:
         for number, handler in previous.items():
             signal.signal(number, handler)
         sock.close()
-    batcher = app.app.app.state.batcher  # BodyLimit -> TokenCheck -> FastAPI
-    return {"images": batcher.images, "batches": batcher.batches}
+    return {"images": app.batcher.images, "batches": app.batcher.batches}
 
 
 def _loopback(host: str) -> bool:
