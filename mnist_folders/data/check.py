@@ -74,7 +74,7 @@ from ..atomic import atomic_path, write_text
 from .decoding import PARALLEL_MIN_FILES, decode_images
 from ..errors import DatasetError
 from .folders import FolderIndex, find_class_names, index_tree, list_files
-from .images import IMAGE_EXTENSIONS, ImageReadError, decode
+from .images import IMAGE_EXTENSIONS, ImageReadError, convert_mode, decode, opened
 from ..names import display, safe_cell
 from ..settings import Setting
 from .workers import die_with_parent
@@ -93,6 +93,7 @@ PHASH_BITS_SIDE = 16  # pHash: the 16 x 16 lowest DCT frequencies, 256 bits
 PHASH_SAMPLE = 64  # pHash: images are resized to 64 x 64 grayscale first (imagehash's highfreq_factor 4)
 NEAR_DISTANCE = 16  # near duplicates: at most this many of the 256 pHash bits differ
 CHUNK_FILES = 1024  # files per worker task
+DIGEST_STRIP_PIXELS = 1 << 20  # pixels converted at a time for the exact-duplicate digest
 FIGURE_GROUPS, FIGURE_FILES = 12, 6  # rows (groups) and images per row in check_duplicates.png
 FIGURE_THUMBNAIL = 128  # px, longest side of each image drawn in check_duplicates.png
 SUSPECT_ROWS, SUSPECT_SHOWN = 500, 40  # rows of suspect_labels.csv, images in suspect_labels.png
@@ -104,10 +105,21 @@ _DCT = 2 * np.cos(np.pi * _FREQUENCY * (2 * _SAMPLE + 1) / (2 * PHASH_SAMPLE))
 
 # ---------------------------------------------------------------- decoding and hashing (worker side)
 
-def pixel_digest(image: Image.Image) -> bytes:
-    """16-byte BLAKE2b of an image's size, mode and pixel bytes: equal for equal pixels, whatever the file format."""
-    digest = hashlib.blake2b(f"{image.size[0]}x{image.size[1]} {image.mode}".encode(), digest_size=16)
-    digest.update(image.tobytes())
+def pixel_digest(image: Image.Image, color_mode: str) -> bytes:
+    """16-byte BLAKE2b of ``image``'s size, mode and pixel bytes once converted to ``color_mode``: equal for
+    equal pixels, whatever the file format.
+
+    Converted strip by strip: a 9000x9000 grayscale image is not copied whole into RGB (243 MB) and again
+    into bytes (issue 24, M9).
+    """
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = convert_mode(image, "grayscale")  # scaled by the whole image's range, as convert_mode does
+    width, height = image.size
+    digest = hashlib.blake2b(f"{width}x{height} {'L' if color_mode == 'grayscale' else 'RGB'}".encode(),
+                             digest_size=16)
+    rows = max(1, DIGEST_STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        digest.update(convert_mode(image.crop((0, top, width, min(height, top + rows))), color_mode).tobytes())
     return digest.digest()
 
 
@@ -164,13 +176,14 @@ def inspect_files(paths: list[str], color_mode: str) -> Inspected:
     thumbnails = np.zeros((n, PHASH_SAMPLE, PHASH_SAMPLE), np.uint8)
     for row, path in enumerate(paths):
         try:
-            image, found.modes[row] = decode(path, color_mode)
+            with opened(path) as (image, found.modes[row]):  # in its stored mode: no full-size converted copy
+                found.sizes[row] = image.size
+                found.digests[row] = np.frombuffer(pixel_digest(image, color_mode), np.uint8)
+                gray = convert_mode(image, "grayscale")
         except ImageReadError as exc:
+            found.sizes[row], found.modes[row] = 0, ""
             found.failed.append((row, str(exc)))
             continue
-        found.sizes[row] = image.size
-        found.digests[row] = np.frombuffer(pixel_digest(image), np.uint8)
-        gray = image if image.mode == "L" else image.convert("L")
         small = gray.resize((PHASH_SAMPLE, PHASH_SAMPLE), Image.Resampling.LANCZOS, reducing_gap=3.0)
         thumbnails[row] = np.frombuffer(small.tobytes(), np.uint8).reshape(PHASH_SAMPLE, PHASH_SAMPLE)
     found.hashes[:] = perceptual_hashes(thumbnails)
@@ -659,9 +672,9 @@ def _draw_duplicates(report: CheckReport, setting: Setting, path: Path, data_roo
         label = f"{group.kind}: {group.problem()}" + (f", distance {group.distance}" if group.kind == "near" else "")
         cells = []
         for file in group.files[:FIGURE_FILES]:
-            image, _ = decode(file, compared_color_mode(setting))
-            # Drawn as thumbnails: three 9000x9000 images drawn at full size took 5.9 GB and 66 s (issue 24, M9).
-            image.thumbnail((FIGURE_THUMBNAIL, FIGURE_THUMBNAIL), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            # Thumbnails made while decoding: three 9000x9000 images drawn at full size took 5.9 GB and 66 s
+            # (issue 24, M9).
+            image, _ = decode(file, compared_color_mode(setting), longest=FIGURE_THUMBNAIL)
             cells.append((np.asarray(image), display(os.path.relpath(os.path.abspath(file), data_root))))
         rows.append((label, cells))
     return check_plots.duplicate_groups(rows, path)

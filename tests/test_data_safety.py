@@ -1,0 +1,52 @@
+"""The dataset check and the image readers on hostile inputs (issue 24): huge images, copies of small
+non-MNIST images, folders too deep to list, a quarantine onto a full disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from conftest import MNIST, REPO
+
+# Runs the check in a fresh process on the tree argv[1]; prints the peak resident memory it added, in MB.
+_PEAK_OF_CHECK = """
+import resource, sys
+import matplotlib.pyplot  # imported before measuring: drawing needs it whatever the images
+from mnist_folders.data import check
+from mnist_folders.settings import Setting
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+report = check.run_check(Setting(data_dir=sys.argv[1], model_dir=sys.argv[1] + '/model'), progress=False,
+                         log=lambda _: None)
+assert len(report.exact) == 1 and len(report.exact[0].files) == 3, report.exact
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def _digits(count: int) -> np.ndarray:
+    from mnist_folders.data.idx import load_split
+
+    return load_split(MNIST, "test")[0][:count]
+
+
+def test_check_of_huge_images_holds_about_one_decoded_image_in_memory(tmp_path):
+    # M9: three 9000x9000 PNGs (79 KB each) took 5.9 GB and 66 s; the figure then the inspection converted
+    # and copied whole images (RGB, bytes) several times over.
+    side = 8000  # 64 MB decoded as stored (grayscale); 192 MB each RGB copy the check used to make
+    for k, digit in enumerate(_digits(20)):
+        folder = tmp_path / "train" / str(k % 2)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(digit).save(folder / f"{k}.png")
+    big = tmp_path / "train" / "0" / "big.png"
+    Image.fromarray(_digits(1)[0]).resize((side, side), Image.Resampling.BILINEAR).save(big, compress_level=1)
+    for name in ("big_copy.png", "big_again.png"):
+        (big.parent / name).write_bytes(big.read_bytes())
+    result = subprocess.run([sys.executable, "-c", _PEAK_OF_CHECK, str(tmp_path)], capture_output=True, text=True,
+                            cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    added = int(result.stdout.split()[-1])
+    assert added < 2 * side * side // 2**20, f"the check's peak memory grew by {added} MB"
