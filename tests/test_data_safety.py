@@ -4,6 +4,7 @@ non-MNIST images, folders too deep to list, a quarantine onto a full disk."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 from PIL import Image
 
 from conftest import MNIST, REPO
+from mnist_folders.data import check
+from mnist_folders.settings import Setting
 
 # Runs the check in a fresh process on the tree argv[1]; prints the peak resident memory it added, in MB.
 _PEAK_OF_CHECK = """
@@ -50,3 +53,38 @@ def test_check_of_huge_images_holds_about_one_decoded_image_in_memory(tmp_path):
     assert result.returncode == 0, result.stderr
     added = int(result.stdout.split()[-1])
     assert added < 2 * side * side // 2**20, f"the check's peak memory grew by {added} MB"
+
+
+def _deep_folder(under: Path, image: bytes, depth: int = 22) -> None:
+    """``depth`` nested folders of 200 characters under ``under`` (over PATH_MAX, 4,096 bytes, from depth 21),
+    ``deep.png`` at the bottom: made through directory descriptors, as a path that long cannot be opened."""
+    fd = os.open(under, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d" * 200, dir_fd=fd)
+            inner = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        file = os.open("deep.png", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+        os.write(file, image)
+        os.close(file)
+    finally:
+        os.close(fd)
+
+
+def test_check_flags_a_folder_deeper_than_path_max_as_a_folder_it_could_not_list(tmp_path):
+    # L14: files under paths longer than PATH_MAX were not counted; check called the folder a "not image" file.
+    for k, digit in enumerate(_digits(8)):
+        for split in ("train", "tmp"):
+            folder = tmp_path / split / str(k % 2)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(digit).save(folder / f"{k}.png")
+    png = (tmp_path / "train" / "0" / "0.png").read_bytes()
+    for under in (tmp_path / "train" / "1", tmp_path / "tmp"):
+        _deep_folder(under, png)
+    report = check.run_check(Setting(data_dir=str(tmp_path), model_dir=str(tmp_path / "model"),
+                                     predict_dir=str(tmp_path / "tmp")), progress=False, log=lambda _: None)
+    deep = [(Path(path).relative_to(tmp_path).parts[:2], why) for path, why in report.folders]
+    why = "folder not readable (File name too long): the files under it are not counted or used"
+    assert deep == [(("train", "1"), why), (("tmp", "d" * 200), why)], report.folders
+    assert [audit.not_images for audit in report.splits.values()] == [[], [], []]

@@ -392,9 +392,15 @@ def _root_entries(root: Path, listing: _Listing, audit: SplitAudit) -> None:
             audit.not_images.append(entry.path)
 
 
-def _split_left_out(left_out: list[str], listing: _Listing, audit: SplitAudit) -> None:
-    """Sort a lister's left-out entries into hidden folders (flagged) and files (not images)."""
-    for path in left_out:
+def _split_left_out(left_out: list[str], unlistable: list[tuple[str, str]], listing: _Listing,
+                    audit: SplitAudit) -> None:
+    """Sort a lister's left-out entries into folders it could not list and hidden folders (both flagged), and
+    files (not images)."""
+    # A folder deeper than PATH_MAX is not even a folder to os.path.isdir: it was called a file (issue 24, L14).
+    listing.folders += [(path, f"{reason}: the files under it are not counted or used")
+                        for path, reason in unlistable]
+    flagged = {path for path, _ in unlistable}
+    for path in (p for p in left_out if p not in flagged):
         if os.path.isdir(path):
             listing.folders.append((path, "hidden folder: training skips it"))
         else:
@@ -431,7 +437,7 @@ def _list_tree(split: str, root: Path, listing: _Listing) -> SplitAudit:
         listing.folders.append((str(root), f"unusable: {exc}"))
         return audit
     _root_entries(root, listing, audit)
-    _split_left_out(index.ignored, listing, audit)
+    _split_left_out(index.ignored, index.unlistable, listing, audit)
     audit.class_counts = index.class_counts()
     audit.images = len(index)
     _flag_class_folders(root, audit.class_counts, listing)
@@ -446,8 +452,9 @@ def _list_predict(root: Path, listing: _Listing) -> SplitAudit:
     audit = SplitAudit(str(root), root.is_dir())
     if not audit.exists:
         return audit
-    files, left_out = list_files(root)
-    _split_left_out(left_out, listing, audit)
+    unlistable: list[tuple[str, str]] = []
+    files, left_out = list_files(root, unlistable)
+    _split_left_out(left_out, unlistable, listing, audit)
     images = [p for p in files if p.lower().endswith(IMAGE_EXTENSIONS)]
     audit.not_images.extend(p for p in files if not p.lower().endswith(IMAGE_EXTENSIONS))
     audit.images = len(images)
