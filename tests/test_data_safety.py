@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import MNIST, REPO
@@ -88,3 +89,44 @@ def test_check_flags_a_folder_deeper_than_path_max_as_a_folder_it_could_not_list
     why = "folder not readable (File name too long): the files under it are not counted or used"
     assert deep == [(("train", "1"), why), (("tmp", "d" * 200), why)], report.folders
     assert [audit.not_images for audit in report.splits.values()] == [[], [], []]
+
+
+def test_quarantine_onto_a_disk_too_full_for_a_new_manifest_still_lists_only_moved_files(tmp_path, monkeypatch):
+    # L19: the manifest, written first with every planned file, was rewritten after a failed move through a
+    # new temporary file: on a full disk that failed too, and the manifest listed files never moved.
+    import errno
+    import shutil
+
+    from mnist_folders.errors import DatasetError
+
+    root = tmp_path / "data"
+    files = [root / "train" / "7" / f"{k}.png" for k in range(3)]
+    files[0].parent.mkdir(parents=True)
+    for k, file in enumerate(files):
+        file.write_bytes(bytes([k]) * 1000)
+    copy, write_text, full = shutil.copy2, check.write_text, []
+
+    def fills_the_disk(source, target, **options):  # the second file meets a full disk
+        if Path(source) == files[1]:
+            full.append(source)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copy(source, target, **options)
+
+    def no_room_once_full(path, text):
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_text(path, text)
+
+    def other_filesystem(source, target):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    quarantine = tmp_path / "quarantine"
+    monkeypatch.setattr(check.os, "rename", other_filesystem)
+    monkeypatch.setattr(check.shutil, "copy2", fills_the_disk)
+    monkeypatch.setattr(check, "write_text", no_room_once_full)
+    with pytest.raises(DatasetError, match="No space left on device after moving 1 of 3 files"):
+        check.quarantine_files([(str(f), "leaked") for f in files], quarantine, root, [root / "train"])
+    monkeypatch.undo()
+    manifest = json.loads((quarantine / "manifest.json").read_text())
+    assert [entry["path"] for entry in manifest["files"]] == ["train/7/0.png"]
+    assert [f.exists() for f in files] == [False, True, True]

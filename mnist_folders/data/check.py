@@ -740,8 +740,7 @@ def quarantine_files(plan: list[tuple[str, str]], quarantine: Path, root: Path, 
             moved += 1
     except OSError as exc:
         # A full disk (another filesystem): the manifest keeps only what moved, no partial copy is left.
-        with contextlib.suppress(OSError):
-            _write_manifest(quarantine, {**manifest, "files": earlier + manifest["files"][len(earlier):][:moved]})
+        _shrink_manifest(quarantine, {**manifest, "files": earlier + manifest["files"][len(earlier):][:moved]})
         raise DatasetError(f"{display(quarantine)}: {exc.strerror or exc} after moving {moved} of {len(moves)} "
                            "files; the others stay where they were") from None
 
@@ -777,6 +776,19 @@ def _read_manifest(quarantine: Path) -> dict[str, Any] | None:
 def _write_manifest(quarantine: Path, manifest: dict[str, Any]) -> None:
     """ASCII JSON: file names that are not valid UTF-8 survive as ``\\udcXX`` escapes."""
     write_text(quarantine / QUARANTINE_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def _shrink_manifest(quarantine: Path, manifest: dict[str, Any]) -> None:
+    """Rewrite the manifest with fewer entries after a failed move: atomically where the disk has room, else
+    in place, the text being shorter than the file's (no new disk block needed: the disk may be full)."""
+    try:
+        _write_manifest(quarantine, manifest)
+    except OSError:
+        with contextlib.suppress(OSError), open(quarantine / QUARANTINE_MANIFEST, "r+b") as handle:
+            handle.write((json.dumps(manifest, indent=2) + "\n").encode())
+            handle.truncate()
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def restore_quarantine(quarantine: str | Path) -> list[str]:
