@@ -130,3 +130,23 @@ def test_quarantine_onto_a_disk_too_full_for_a_new_manifest_still_lists_only_mov
     manifest = json.loads((quarantine / "manifest.json").read_text())
     assert [entry["path"] for entry in manifest["files"]] == ["train/7/0.png"]
     assert [f.exists() for f in files] == [False, True, True]
+
+
+def test_quarantine_onto_a_full_disk_moves_nothing_when_its_manifest_cannot_be_written(tmp_path, monkeypatch):
+    # L19: the manifest's own write failing came out as a bare "No space left on device", naming no file.
+    import errno
+
+    from mnist_folders.errors import DatasetError
+
+    leaked = tmp_path / "data" / "test" / "7" / "0.png"
+    leaked.parent.mkdir(parents=True)
+    leaked.write_bytes(b"0" * 100)
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(check, "write_text", full)
+    quarantine = tmp_path / "quarantine"
+    with pytest.raises(DatasetError, match=r"quarantine/manifest\.json: No space left on device; nothing moved$"):
+        check.quarantine_files([(str(leaked), "leaked")], quarantine, tmp_path / "data", [tmp_path / "data" / "test"])
+    assert leaked.exists() and not list(quarantine.rglob("*.png"))

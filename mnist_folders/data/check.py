@@ -732,7 +732,10 @@ def quarantine_files(plan: list[tuple[str, str]], quarantine: Path, root: Path, 
             raise DatasetError(f"{display(quarantine / relative)}: already in quarantine; nothing moved")
     earlier = list(manifest["files"])
     manifest["files"] += [{"path": relative, "reason": reason} for relative, reason in moves]
-    _write_manifest(quarantine, manifest)  # first: a kill mid-way leaves every moved file listed
+    try:
+        _write_manifest(quarantine, manifest)  # first: a kill mid-way leaves every moved file listed
+    except OSError as exc:
+        raise DatasetError(f"{display(quarantine / QUARANTINE_MANIFEST)}: {exc.strerror or exc}; nothing moved") from None
     moved = 0
     try:
         for relative, _ in moves:
