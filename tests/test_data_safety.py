@@ -3,6 +3,7 @@ non-MNIST images, folders too deep to list, a quarantine onto a full disk."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -150,3 +151,59 @@ def test_quarantine_onto_a_full_disk_moves_nothing_when_its_manifest_cannot_be_w
     with pytest.raises(DatasetError, match=r"quarantine/manifest\.json: No space left on device; nothing moved$"):
         check.quarantine_files([(str(leaked), "leaked")], quarantine, tmp_path / "data", [tmp_path / "data" / "test"])
     assert leaked.exists() and not list(quarantine.rglob("*.png"))
+
+
+# Decodes with the worker pool training uses from 8,192 files (lowered here), then waits, as a slow model would.
+_DECODING = """
+import sys, time
+from mnist_folders.data import decoding
+from mnist_folders.settings import Setting
+decoding.PARALLEL_MIN_FILES = 2
+setting = Setting(image_height=28, image_width=28, color_mode="grayscale")
+with decoding.decode_chunks([sys.argv[1]] * 3000, setting) as chunks:
+    next(chunks)
+    print("decoding", flush=True)
+    time.sleep(600)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for path in Path(f"/proc/{pid}/task").glob("*/children") for child in path.read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not Path("/proc").is_dir(),
+                    reason="needs 2 cores (a worker pool) and /proc (Linux)")
+def test_decoding_workers_end_when_training_is_killed(tmp_path):
+    # L12: SIGKILL of train on 8,192+ files (decoded by spawned workers) left the workers blocked forever.
+    import signal
+    import time
+
+    Image.fromarray(_digits(1)[0]).save(tmp_path / "digit.png")
+    process = subprocess.Popen([sys.executable, "-c", _DECODING, str(tmp_path / "digit.png")], cwd=REPO,
+                               env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE,
+                               text=True)
+    workers = []
+    try:
+        assert process.stdout.readline() == "decoding\n"
+        workers = _children(process.pid)
+        assert len(workers) >= 2, workers  # the pool's workers (and multiprocessing's resource tracker)
+        os.kill(process.pid, signal.SIGKILL)  # the parent only, as the OOM killer would
+        process.wait(timeout=30)  # not communicate(): a surviving worker holds its stdout open
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _alive(pid)], "decoding workers outlived their parent"
+    finally:
+        process.kill()
+        process.stdout.close()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
