@@ -207,3 +207,19 @@ def test_decoding_workers_end_when_training_is_killed(tmp_path):
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_float_image_of_extreme_but_finite_values_is_scaled_not_black(tmp_path):
+    # L13: a float32 range near its limits overflowed while scaling: an all-black image and RuntimeWarnings.
+    import warnings
+
+    from mnist_folders.data.images import load_image
+
+    pixels = np.full((8, 8), -3e38, np.float32)
+    pixels[4:] = 3e38
+    pixels[0, 0] = 0.0
+    Image.fromarray(pixels).save(tmp_path / "extreme.tif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = load_image(tmp_path / "extreme.tif", 8, 8, "grayscale")[..., 0]
+    assert (image[0, 0], image[1, 0], image[7, 7]) == (128, 0, 255)
