@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
@@ -223,3 +224,37 @@ def test_a_float_image_of_extreme_but_finite_values_is_scaled_not_black(tmp_path
         warnings.simplefilter("error")
         image = load_image(tmp_path / "extreme.tif", 8, 8, "grayscale")[..., 0]
     assert (image[0, 0], image[1, 0], image[7, 7]) == (128, 0, 255)
+
+
+SAMPLE_DATA = Path(matplotlib.get_data_path()) / "sample_data"
+
+
+def _photo_tiles(root: Path) -> Path:
+    """A train/test tree of distinct real pictures: 31x31 JPEGs (quality 90) of the non-flat square tiles of
+    matplotlib's sample images, one class per image, tiles alternating between train and test; returns the
+    test tile at (0, 448) of the photo, a copy of which its pHash missed."""
+    for name, side in (("grace_hopper.jpg", 64), ("Minduka_Present_Blue_Pack.png", 32), ("logo2.png", 64)):
+        with Image.open(SAMPLE_DATA / name) as image:
+            picture = image.convert("RGB")
+        for k, (y, x) in enumerate(np.ndindex(picture.height // side, picture.width // side)):
+            tile = picture.crop((x * side, y * side, (x + 1) * side, (y + 1) * side))
+            if np.asarray(tile.convert("L")).std() < 15:  # flat: wall or sky, nothing to tell tiles apart by
+                continue
+            folder = root / ("test" if k % 2 == 0 else "train") / name.split(".")[0].split("_")[0].lower()
+            folder.mkdir(parents=True, exist_ok=True)
+            tile.resize((31, 31), Image.Resampling.BILINEAR).save(folder / f"{x * side}_{y * side}.jpg", quality=90)
+    return root / "test" / "grace" / "0_448.jpg"
+
+
+def test_a_small_real_photo_copied_larger_as_jpeg_is_leakage_and_distinct_photos_are_not_near(tmp_path):
+    # M11: a 31x31 JPEG of a test image, saved into train at 61x61, quality 80, was not reported: its pHash
+    # differed in 20 bits (the rule: 16). Nor may the rule find copies among distinct pictures of a class.
+    source = _photo_tiles(tmp_path)
+    copy = tmp_path / "train" / "grace" / "copy.jpg"
+    with Image.open(source) as image:
+        image.resize((61, 61), Image.Resampling.BICUBIC).save(copy, quality=80)
+    report = check.run_check(Setting(data_dir=str(tmp_path), model_dir=str(tmp_path / "model")), progress=False,
+                             log=lambda _: None)
+    assert report.splits["train"].images + report.splits["test"].images > 80
+    assert [(set(g.files), g.problem()) for g in report.near] == [({str(copy), str(source)}, "leakage")]
+    assert report.exact == []
