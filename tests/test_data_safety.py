@@ -1,13 +1,19 @@
-"""The dataset check and the image readers on hostile inputs (issue 24): huge images, copies of small
-non-MNIST images, folders too deep to list, a quarantine onto a full disk."""
+"""The dataset check, the image readers and the decoding workers on hostile inputs (issue 24): huge images,
+copies of small non-MNIST pictures, folders too deep to list, a quarantine onto a full disk, float images of
+extreme values, a killed parent of worker processes."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +23,9 @@ from PIL import Image
 
 from conftest import MNIST, REPO
 from mnist_folders.data import check
+from mnist_folders.data.idx import load_split
+from mnist_folders.data.images import load_image
+from mnist_folders.errors import DatasetError
 from mnist_folders.settings import Setting
 
 # Runs the check in a fresh process on the tree argv[1]; prints the peak resident memory it added, in MB.
@@ -34,8 +43,6 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 
 
 def _digits(count: int) -> np.ndarray:
-    from mnist_folders.data.idx import load_split
-
     return load_split(MNIST, "test")[0][:count]
 
 
@@ -96,11 +103,6 @@ def test_check_flags_a_folder_deeper_than_path_max_as_a_folder_it_could_not_list
 def test_quarantine_onto_a_disk_too_full_for_a_new_manifest_still_lists_only_moved_files(tmp_path, monkeypatch):
     # L19: the manifest, written first with every planned file, was rewritten after a failed move through a
     # new temporary file: on a full disk that failed too, and the manifest listed files never moved.
-    import errno
-    import shutil
-
-    from mnist_folders.errors import DatasetError
-
     root = tmp_path / "data"
     files = [root / "train" / "7" / f"{k}.png" for k in range(3)]
     files[0].parent.mkdir(parents=True)
@@ -136,10 +138,6 @@ def test_quarantine_onto_a_disk_too_full_for_a_new_manifest_still_lists_only_mov
 
 def test_quarantine_onto_a_full_disk_moves_nothing_when_its_manifest_cannot_be_written(tmp_path, monkeypatch):
     # L19: the manifest's own write failing came out as a bare "No space left on device", naming no file.
-    import errno
-
-    from mnist_folders.errors import DatasetError
-
     leaked = tmp_path / "data" / "test" / "7" / "0.png"
     leaked.parent.mkdir(parents=True)
     leaked.write_bytes(b"0" * 100)
@@ -184,9 +182,6 @@ def _alive(pid: int) -> bool:
                     reason="needs 2 cores (a worker pool) and /proc (Linux)")
 def test_decoding_workers_end_when_training_is_killed(tmp_path):
     # L12: SIGKILL of train on 8,192+ files (decoded by spawned workers) left the workers blocked forever.
-    import signal
-    import time
-
     Image.fromarray(_digits(1)[0]).save(tmp_path / "digit.png")
     process = subprocess.Popen([sys.executable, "-c", _DECODING, str(tmp_path / "digit.png")], cwd=REPO,
                                env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE,
@@ -212,10 +207,6 @@ def test_decoding_workers_end_when_training_is_killed(tmp_path):
 
 def test_a_float_image_of_extreme_but_finite_values_is_scaled_not_black(tmp_path):
     # L13: a float32 range near its limits overflowed while scaling: an all-black image and RuntimeWarnings.
-    import warnings
-
-    from mnist_folders.data.images import load_image
-
     pixels = np.full((8, 8), -3e38, np.float32)
     pixels[4:] = 3e38
     pixels[0, 0] = 0.0

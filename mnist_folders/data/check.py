@@ -186,13 +186,14 @@ class Inspected:
 
 
 def inspect_files(paths: list[str], color_mode: str) -> Inspected:
-    """Decode each file once; return its size, mode, pixel digest and perceptual hash.
+    """Decode each file once; return its size, mode, pixel digest, perceptual hash and spectrum.
 
     Runs in worker processes: NumPy and Pillow only.
     """
     n = len(paths)
     found = Inspected(np.zeros((n, 2), np.int32), [""] * n, np.zeros((n, 16), np.uint8),
-                      np.zeros((n, PHASH_BITS_SIDE**2 // 8), np.uint8), np.zeros((n, PHASH_BITS_SIDE**2 - 1), np.float16))
+                      np.zeros((n, PHASH_BITS_SIDE**2 // 8), np.uint8),
+                      np.zeros((n, PHASH_BITS_SIDE**2 - 1), np.float16))
     thumbnails = np.zeros((n, PHASH_SAMPLE, PHASH_SAMPLE), np.uint8)
     for row, path in enumerate(paths):
         try:
@@ -782,7 +783,8 @@ def quarantine_files(plan: list[tuple[str, str]], quarantine: Path, root: Path, 
     try:
         _write_manifest(quarantine, manifest)  # first: a kill mid-way leaves every moved file listed
     except OSError as exc:
-        raise DatasetError(f"{display(quarantine / QUARANTINE_MANIFEST)}: {exc.strerror or exc}; nothing moved") from None
+        raise DatasetError(f"{display(quarantine / QUARANTINE_MANIFEST)}: {exc.strerror or exc}; "
+                           "nothing moved") from None
     moved = 0
     try:
         for relative, _ in moves:
