@@ -473,7 +473,7 @@ def test_other_pillow_warnings_do_not_reject_a_file(tmp_path):
 
 
 def test_a_crash_inside_pillow_is_reported_as_a_corrupt_image(tmp_path, monkeypatch):
-    def crash(image):
+    def crash(image, **options):
         raise IndexError("tile 7 out of range")
 
     monkeypatch.setattr(ImageOps, "exif_transpose", crash)

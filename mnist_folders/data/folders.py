@@ -40,7 +40,10 @@ class FolderIndex:
         class_names: names in label order.
         paths: image file paths, class by class, in listing order.
         labels: ``(N,)`` int32 labels.
-        ignored: files that are not images by extension (listed, not used).
+        ignored: files that are not images by extension (listed, not used),
+            and folders that cannot be listed.
+        unlistable: ``(folder, reason)`` for each folder that cannot be listed
+            (permission denied, a path longer than PATH_MAX): its files are not counted.
     """
 
     root: Path
@@ -48,6 +51,7 @@ class FolderIndex:
     paths: list[str]
     labels: np.ndarray
     ignored: list[str] = field(default_factory=list)
+    unlistable: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -170,9 +174,10 @@ def _regular_or_broken(path: str) -> bool:
         return True
 
 
-def _list_class_files(folder: Path) -> tuple[list[str], list[str]]:
-    """Image files under ``folder`` (by extension, any case), and every other entry."""
-    files, others = list_files(folder)
+def _list_class_files(folder: Path, errors: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """Image files under ``folder`` (by extension, any case), and every other entry (see :func:`list_files`
+    for ``errors``)."""
+    files, others = list_files(folder, errors)
     images = [path for path in files if path.lower().endswith(IMAGE_EXTENSIONS)]
     others.extend(path for path in files if not path.lower().endswith(IMAGE_EXTENSIONS))
     return images, others
@@ -208,10 +213,11 @@ def index_tree(root: str | Path, class_names: list[str] | None = None, require_a
     paths: list[str] = []
     labels: list[int] = []
     ignored: list[str] = []
+    unlistable: list[tuple[str, str]] = []
     for label, name in enumerate(class_names):
         if name in missing:
             continue
-        images, others = _list_class_files(root / name)
+        images, others = _list_class_files(root / name, unlistable)
         if not images and require_all:
             raise DatasetError(f"{root / name}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         paths.extend(images)
@@ -219,4 +225,4 @@ def index_tree(root: str | Path, class_names: list[str] | None = None, require_a
         ignored.extend(others)
     if not paths:
         raise DatasetError(f"{root}: no images found in the class folders")
-    return FolderIndex(root, list(class_names), paths, np.asarray(labels, dtype=np.int32), ignored)
+    return FolderIndex(root, list(class_names), paths, np.asarray(labels, dtype=np.int32), ignored, unlistable)

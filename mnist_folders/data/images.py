@@ -7,6 +7,8 @@ Training (tf.data pipeline), evaluation and prediction all read files through
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,8 @@ def _to_8bit(image: Image.Image) -> Image.Image:
         if not np.isfinite(array).all():  # NaN made the whole scaled image black, with only a RuntimeWarning
             raise ImageReadError(f"float image with {int((~np.isfinite(array)).sum())} NaN or infinite pixels")
         low, high = float(array.min()), float(array.max())
-        scaled = (array - low) / (high - low or 1.0) * 255.0
+        # float64: the range of float32 pixels (up to 2 x 3.4e38) overflowed, the image became black (issue 24, L13)
+        scaled = (array.astype(np.float64) - low) / (high - low or 1.0) * 255.0
     else:
         peak = 65535.0 if array.max() > 255 or image.mode.startswith("I;16") else 255.0
         scaled = array.astype(np.float64) * (255.0 / peak)
@@ -133,24 +136,35 @@ def lighter_borders(images: np.ndarray) -> np.ndarray:
     return gray[:, ring].mean(axis=1) > centre
 
 
-def decode(path: str | Path, color_mode: str) -> tuple[Image.Image, str]:
-    """Read an image file at its own size: ``(image in L or RGB, the mode stored in the file)``.
+# Modes Pillow's resize takes as they are: a thumbnail is made before the conversion in these, after it otherwise.
+_RESIZABLE_MODES = ("1", "L", "P", "I", "F", "RGB", "RGBA", "LA", "CMYK", "YCbCr")
 
-    The file is fully decoded, its EXIF orientation tag applied (the image
-    as a viewer shows it: phones store photos sideways with such a tag) and
-    its mode converted by :func:`convert_mode`.
+
+@contextmanager
+def opened(path: str | Path, longest: int | None = None) -> Iterator[tuple[Image.Image, str]]:
+    """Decode an image file: ``(image in the mode stored in the file, that mode)`` for the ``with`` block.
+
+    The EXIF orientation tag is applied in place (the image as a viewer
+    shows it: phones store photos sideways with such a tag). With
+    ``longest``, the image is shrunk to at most ``longest`` pixels per side
+    while it is decoded (a JPEG decodes at a reduced scale), so a huge image
+    costs little memory.
 
     Raises:
         ImageReadError: not an image, truncated or corrupt data, or
-            dimensions over Pillow's decompression-bomb limit.
+            dimensions over Pillow's decompression-bomb limit; Pillow's
+            errors raised inside the block become this too.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 stored = image.mode
+                if longest is not None and stored in _RESIZABLE_MODES:
+                    image.thumbnail((longest, longest), Image.Resampling.BILINEAR, reducing_gap=2.0)
                 image.load()
-                return convert_mode(ImageOps.exif_transpose(image), color_mode), stored
+                ImageOps.exif_transpose(image, in_place=True)  # not a copy: a 9000x9000 image is 81 MB a copy
+                yield image, stored
     except ImageReadError:
         raise
     except UnidentifiedImageError:
@@ -161,6 +175,23 @@ def decode(path: str | Path, color_mode: str) -> tuple[Image.Image, str]:
         raise ImageReadError(f"corrupt or truncated image ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - Pillow's parsers raise TypeError, IndexError, ... on crafted files
         raise ImageReadError(f"corrupt image ({type(exc).__name__}: {exc})") from None
+
+
+def decode(path: str | Path, color_mode: str, longest: int | None = None) -> tuple[Image.Image, str]:
+    """Read an image file: ``(image in L or RGB, the mode stored in the file)``.
+
+    The file is decoded by :func:`opened` (at its own size, or at most
+    ``longest`` pixels per side) and its mode converted by :func:`convert_mode`.
+
+    Raises:
+        ImageReadError: as :func:`opened`; a float image with NaN or
+            infinite pixels.
+    """
+    with opened(path, longest) as (image, stored):
+        image = convert_mode(image, color_mode)
+        if longest is not None and max(image.size) > longest:  # a mode thumbnailed only once converted
+            image.thumbnail((longest, longest), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        return image, stored
 
 
 def load_image(path: str | Path, height: int, width: int, color_mode: str,
