@@ -39,7 +39,9 @@ def copy(base, tmp_path) -> tuple[Path, Path]:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's bytes, the lock files aside (they hold the PID of the last process that locked)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.endswith(".lock")}
 
 
 def _refused(result, *words: str) -> None:
