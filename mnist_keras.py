@@ -186,7 +186,7 @@ def main() -> int:
     if args.mode == "evaluate":
         from mnist_folders.serve.evaluation import evaluate, format_report
 
-        report = evaluate(setting, progress)
+        report = evaluate(setting, progress, chosen)  # the settings made again from what it reads, as one snapshot
         print(format_report(report))
         print(f"report: {setting.model_path / 'evaluation.json'}")
         print(f"browse it: {setting.model_path / 'report.html'}")

@@ -13,8 +13,10 @@ nothing else::
       last.keras          the full model (optimizer state included) after the
                           last completed epoch: what --resume continues from
       history.csv         one row per completed epoch: loss, accuracy,
-                          val_loss, val_accuracy, seconds
-      dataset.json        the training images: counts per class, files
+                          val_loss, val_accuracy, seconds, and the
+                          optimizer's step count after it (steps)
+      dataset.json        the training images: counts per class, a digest of
+                          their names and sizes (--resume compares it), files
                           ignored or unreadable, share with a light background
       calibration.json    the softmax temperature fitted on the validation
                           split, with the calibration error before and after
@@ -66,7 +68,10 @@ CALIBRATION = "calibration.json"
 EXPORT = "export"  # the folder --mode export writes (see mnist_folders.serve.deploy)
 EXPLAINED = "explained"  # --mode explain's pictures, by default: removed with the model they show
 LOGS = "logs"  # TensorBoard's event files, one sub-folder per training run (setting tensorboard = true)
-HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+# history.csv's columns; "steps" (the optimizer's step count after the epoch) ties each row to the last.keras
+# of that epoch, and is absent from the histories of older versions.
+HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "steps"]
+HISTORY_REQUIRED = HISTORY_FIELDS[:5]
 STAGING = ".staging"  # where a fresh run trains until its first checkpoint exists
 # What one training run writes: replaced as a whole by the next run (see promote).
 RUN_FILES = (SETTING, CLASS_NAMES, DATASET, BEST_WEIGHTS, BEST_INFO, LAST_MODEL, HISTORY, CALIBRATION,
@@ -104,6 +109,22 @@ def claim_for_training(model_dir: Path) -> None:
     ensure_writable(model_dir)
     if not (model_dir / MARKER).exists():
         write_text(model_dir / MARKER, MARKER_TEXT)
+
+
+def check_outside_data(model_dir: Path, folders: dict[str, Path | None]) -> None:
+    """Refuse a model directory that is, or is inside, one of the data ``folders`` a command reads
+    (``{"train": path, ...}``; ``None`` values skipped): its figures and files would be listed with the
+    images (a class called ``models``, the model's own pictures predicted).
+
+    Raises:
+        CheckpointError: naming the model directory and the folder it is inside.
+    """
+    where = Path(os.path.realpath(model_dir))
+    for what, folder in folders.items():
+        if folder is not None and where.is_relative_to(os.path.realpath(folder)):
+            raise CheckpointError(f"{display(model_dir)}: the model directory is inside the {what} folder "
+                                  f"{display(folder)}, whose files are read as images; choose a --model-dir "
+                                  "outside the data folders")
 
 
 def ensure_writable(folder: Path, what: str = "model directory") -> None:
@@ -331,29 +352,54 @@ def best_val_accuracy(model_dir: Path) -> float | None:
 
 
 def read_history(model_dir: Path) -> list[dict[str, float]]:
-    """Rows of ``history.csv`` as dicts of floats (``epoch`` 1-based); ``[]`` when absent."""
+    """Rows of ``history.csv`` as dicts of floats (``epoch`` 1-based); ``[]`` when absent.
+
+    Strict, since a resumed run's best epoch, patience and epoch count come
+    from it: the columns of :data:`HISTORY_FIELDS` only (``seconds`` and
+    ``steps`` may be missing), every row complete, epochs ``1..n`` written
+    as integers, finite numbers, losses and seconds not negative,
+    accuracies in [0, 1], ``steps`` whole and not decreasing.
+
+    Raises:
+        CheckpointError: the file breaks any of these (one line naming it and the first problem).
+    """
     path = model_dir / HISTORY
     if not path.exists():
         return []
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            if "epoch" not in (reader.fieldnames or []):
-                raise ValueError("no epoch column")
-            rows = [{k: float(v) for k, v in row.items() if v not in (None, "")} for row in reader]
-        if [int(row["epoch"]) for row in rows] != list(range(1, len(rows) + 1)):
-            raise ValueError("epochs are not 1, 2, 3, ...")
-        for row in rows:  # a partial or hand-edited row would mislead the resumed run's best and patience
-            missing = [k for k in ("loss", "val_accuracy") if k not in row]
-            if missing:
-                raise ValueError(f"epoch {int(row['epoch'])} has no {missing[0]}")
-            if not all(math.isfinite(v) for v in row.values()):
-                raise ValueError(f"epoch {int(row['epoch'])} holds a value that is not a finite number")
-            if not all(0.0 <= row[k] <= 1.0 for k in ("accuracy", "val_accuracy") if k in row):
-                raise ValueError(f"epoch {int(row['epoch'])} has an accuracy outside [0, 1]")
+            columns = reader.fieldnames or []
+            unknown = [c for c in columns if c not in HISTORY_FIELDS]
+            missing = [c for c in HISTORY_REQUIRED if c not in columns]
+            if unknown or missing or len(set(columns)) != len(columns):
+                raise ValueError(f"columns {columns}, expected {HISTORY_FIELDS}")
+            rows = [_history_row(n, row) for n, row in enumerate(reader, start=1)]
+        steps = [row["steps"] for row in rows if "steps" in row]
+        if steps != sorted(steps):
+            raise ValueError("steps decrease from one epoch to the next")
         return rows
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{display(path)}: invalid history ({exc}); train without --resume") from None
+
+
+def _history_row(expected: int, row: dict[str | None, Any]) -> dict[str, float]:
+    """One ``history.csv`` row (the ``expected``-th) as floats. Raises ValueError naming what is wrong."""
+    if None in row or row.get("epoch") != str(expected):  # None: more cells than columns
+        raise ValueError(f"row {expected} is not epoch {expected} (epochs are 1, 2, 3, ...)")
+    values = {k: float(v) for k, v in row.items() if v not in (None, "")}
+    absent = [k for k in HISTORY_REQUIRED if k not in values]
+    if absent:
+        raise ValueError(f"epoch {expected} has no {', '.join(absent)}")
+    if not all(math.isfinite(v) for v in values.values()):
+        raise ValueError(f"epoch {expected} holds a value that is not a finite number")
+    if any(values[k] < 0 for k in ("loss", "val_loss", "seconds", "steps") if k in values):
+        raise ValueError(f"epoch {expected} holds a negative loss, time or step count")
+    if not all(0.0 <= values[k] <= 1.0 for k in ("accuracy", "val_accuracy")):
+        raise ValueError(f"epoch {expected} has an accuracy outside [0, 1]")
+    if "steps" in values and not values["steps"].is_integer():
+        raise ValueError(f"epoch {expected} has a step count that is not a whole number")
+    return values
 
 
 def rounded(value: float) -> float:
@@ -367,7 +413,8 @@ def write_history(model_dir: Path, rows: list[dict[str, float]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (int(row[k]) if k == "epoch" else f"{row[k]:.6g}") for k in HISTORY_FIELDS if k in row})
+        writer.writerow({k: (int(row[k]) if k in ("epoch", "steps") else f"{row[k]:.6g}") for k in HISTORY_FIELDS
+                         if k in row})
     write_text(model_dir / HISTORY, buffer.getvalue())
 
 

@@ -14,6 +14,7 @@ from .. import artifacts, plots
 from ..data.decoding import decode_chunks
 from ..data.folders import index_tree
 from ..errors import CheckpointError
+from ..locking import files_lock
 from ..names import display
 from .prediction import predict_probabilities
 from ..settings import Setting
@@ -117,12 +118,21 @@ def _predict_tree(model, index, setting: Setting, progress: bool):
     return np.concatenate(parts), np.concatenate(kept), sorted(failed), mistakes
 
 
-def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
+def evaluate(setting: Setting, progress: bool = True, chosen: dict | None = None) -> EvaluationReport:
     """Evaluate the best checkpoint of ``setting.model_path`` on every image of ``setting.test_path``.
+
+    The model's settings, class names, weights and softmax temperature are
+    read as one snapshot, under the readers' lock that a training run takes
+    to replace the model; the report is written under it too, after
+    checking that ``best.weights.h5`` is still the file evaluated (its
+    SHA-256 is recorded as ``weights_sha256``).
 
     Args:
         setting: a trained model's Setting (:func:`mnist_folders.artifacts.setting_for_model`).
         progress: show tqdm bars.
+        chosen: the values the user gave (as for :func:`~mnist_folders.artifacts.setting_for_model`):
+            when given, the Setting is made again from the snapshot's ``setting.json``, so that a
+            new model replacing the old one meanwhile is evaluated with its own settings.
 
     Returns:
         The :class:`EvaluationReport`, also written to ``evaluation.json``,
@@ -130,16 +140,22 @@ def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
         (:mod:`mnist_folders.explain.report`).
 
     Raises:
-        CheckpointError: no trained model in ``model_dir``.
+        CheckpointError: no trained model in ``model_dir``, the model directory is inside the test
+            folder, or a training run replaced the model during the evaluation (nothing is written).
         DatasetError: the test tree is missing, empty, or has class folders the
             model does not know (a subset of the classes is allowed).
     """
     from .deploy import weights_digest
 
     model_dir, root = setting.model_path, setting.test_path
+    artifacts.check_outside_data(model_dir, {"test": root})
     artifacts.ensure_writable(model_dir)
-    digest = weights_digest(model_dir)  # checked again before writing: a new training run may replace the model
-    model, setting, class_names = artifacts.load_trained_model(model_dir, setting)
+    with files_lock(model_dir, exclusive=False):  # one snapshot: a promotion cannot fall between these reads
+        digest = weights_digest(model_dir)  # checked again before writing: a new best epoch may replace the file
+        if chosen is not None:
+            setting = artifacts.setting_for_model({**chosen, "model_dir": str(model_dir)})
+        model, setting, class_names = artifacts.load_trained_model(model_dir, setting)
+        temperature = artifacts.load_temperature(model_dir)
     index = index_tree(root, class_names, require_all=False)
     probabilities, kept, failed, mistakes = _predict_tree(model, index, setting, progress)
     true = index.labels[kept]
@@ -163,8 +179,7 @@ def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
         figures=[],
     )
     report.weights_sha256 = digest
-    _check_unchanged(model_dir, digest)
-    report.temperature = artifacts.load_temperature(model_dir)
+    report.temperature = temperature
     calibrated = calibration.apply_temperature(probabilities, report.temperature)
     curves = {}
     if len(true):
@@ -174,25 +189,23 @@ def evaluate(setting: Setting, progress: bool = True) -> EvaluationReport:
                   f"temperature {report.temperature:.3g}": (*calibration.reliability(calibrated, true),
                                                             report.ece_calibrated)}
     wrong_count = int(np.sum(predicted != true))
-    report.figures = [
-        str(plots.confusion_matrix(report.confusion, class_names, model_dir / plots.CONFUSION_MATRIX)),
-        str(plots.misclassified(mistakes.images, [class_names[i] for i in mistakes.true],
-                                [class_names[i] for i in mistakes.predicted], mistakes.confidence,
-                                model_dir / plots.MISCLASSIFIED, total=wrong_count)),
-    ]
-    if curves:
-        report.figures.append(str(plots.reliability_diagram(curves, model_dir / plots.RELIABILITY)))
-    try:
+    # The readers' lock while the report is written: a promotion (which removes the reports of the model it
+    # replaces) waits, so no report is left beside a model it does not describe.
+    with files_lock(model_dir, exclusive=False):
         _check_unchanged(model_dir, digest)
-    except CheckpointError:
-        for figure in report.figures:  # they show the replaced model
-            Path(figure).unlink(missing_ok=True)
-        raise
-    artifacts.write_json(model_dir / artifacts.EVALUATION, asdict(report))
-    from ..explain.report import Outcome, write_report
+        report.figures = [
+            str(plots.confusion_matrix(report.confusion, class_names, model_dir / plots.CONFUSION_MATRIX)),
+            str(plots.misclassified(mistakes.images, [class_names[i] for i in mistakes.true],
+                                    [class_names[i] for i in mistakes.predicted], mistakes.confidence,
+                                    model_dir / plots.MISCLASSIFIED, total=wrong_count)),
+        ]
+        if curves:
+            report.figures.append(str(plots.reliability_diagram(curves, model_dir / plots.RELIABILITY)))
+        artifacts.write_json(model_dir / artifacts.EVALUATION, asdict(report))
+        from ..explain.report import Outcome, write_report
 
-    outcome = Outcome([index.paths[i] for i in kept.tolist()], true, calibrated)
-    write_report(setting, model, report, outcome)
+        outcome = Outcome([index.paths[i] for i in kept.tolist()], true, calibrated)
+        write_report(setting, model, report, outcome)
     return report
 
 

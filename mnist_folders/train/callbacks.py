@@ -52,8 +52,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         # Rounded as history.csv stores them, so a resumed run compares the same numbers.
+        # steps: what last.keras of this epoch will hold, so that --resume finds its epoch in the history.
         row = {"epoch": epoch + 1, **{k: artifacts.rounded(v) for k, v in logs.items()},
-               "seconds": time.perf_counter() - self._started}
+               "seconds": time.perf_counter() - self._started, "steps": int(self.model.optimizer.iterations.numpy())}
         self.history.append(row)
         if "val_accuracy" in row and schedules.best_epoch(self.history) == epoch + 1:
             self.best = row["val_accuracy"]

@@ -4,6 +4,8 @@
 callbacks, ``fit``, report. The helpers below hold the details.
 """
 
+import hashlib
+import os
 import shutil
 import sys
 import time
@@ -166,30 +168,37 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     pretrained = MODELS[setting.model].pretrained
 
     # Model: new (built first: a size it cannot take fails before the data is read), or the last epoch's.
+    workdir, promote_to = model_dir, None
     if not resume:
         model = build_model(setting.model, setting.input_shape, len(index.class_names),
                             setting.optimizer, setting.learning_rate, setting.backbone_weights,
                             setting.label_smoothing, pretrained=not setting.init_from, log=log)
         if setting.init_from:
             log(initialise_from(model, setting.init_from))
+        # The workspace before the images are read: a run stopped while reading them leaves .staging too.
+        workdir = scratch or artifacts.workspace_for_fresh_run(model_dir)
+        promote_to = model_dir if workdir not in (model_dir, scratch) else None
 
     # Data: the training and validation subsets of the tree.
-    data = load_training_data(setting, index, progress, strict, log)
+    try:
+        data = load_training_data(setting, index, progress, strict, log)
+    except Exception:  # refused (e.g. --strict): this run never began, the previous model stays resumable
+        if promote_to is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
     log(f"training on {data.train_count} images, validating on {data.validation_count} "
         f"(batch_size={setting.batch_size}, pipeline={setting.pipeline}, dtype_policy={policy}); "
         f"{describe_budget(setting)}")
     if data.cache_note:
         log(data.cache_note)
 
-    workdir, promote_to = model_dir, None
     if resume:
+        check_same_count(model_dir, data)
         model, initial_epoch, history, best = resume_state(setting, data.steps_per_epoch, pretrained)
         limit = f"at most {setting.max_epochs}" if setting.epochs == "auto" else setting.epochs
         log(f"resuming after epoch {initial_epoch} of {limit} (best val_accuracy so far: {best})")
     else:
         initial_epoch, history, best = 0, [], None
-        workdir = scratch or artifacts.workspace_for_fresh_run(model_dir)
-        promote_to = model_dir if workdir not in (model_dir, scratch) else None
     if scratch is not None:
         workdir = scratch
     artifacts.save_metadata(workdir, setting, index.class_names)
@@ -432,7 +441,13 @@ def describe_budget(setting: Setting) -> str:
 
 
 def prepare_index(setting: Setting, log=print) -> FolderIndex:
-    """Index the train tree with the Setting's class names (or the folders' own, sorted), and say what it holds."""
+    """Index the train tree with the Setting's class names (or the folders' own, sorted), and say what it holds.
+
+    Raises:
+        CheckpointError: the model directory is inside the train or validation folder.
+        DatasetError: as :func:`mnist_folders.data.folders.index_tree`.
+    """
+    artifacts.check_outside_data(setting.model_path, {"train": setting.train_path, "validation": setting.val_path})
     index = index_tree(setting.train_path, training_class_names(setting.train_path, setting.class_names))
     counts = ", ".join(f"{name}: {n}" for name, n in index.class_counts().items())
     log(f"{len(index)} images in {len(index.class_names)} classes under {index.root} ({counts})")
@@ -493,77 +508,176 @@ def check_resumable(setting: Setting, log=print) -> Setting:
 def check_nothing_staged(model_dir: Path) -> None:
     """Refuse ``--resume`` beside a fresh run that was stopped before its first checkpoint.
 
-    That run trained in ``.staging/``; the files of ``model_dir`` are still the previous run's, which
+    That run made ``.staging/`` before reading its images and trained there;
+    the files of ``model_dir`` are still the previous run's, which
     ``--resume`` would continue with the new run's data and settings.
 
     Raises:
-        CheckpointError: ``<model_dir>/.staging`` exists.
+        CheckpointError: ``<model_dir>/.staging`` exists (the model it would continue is described).
     """
     if (model_dir / artifacts.STAGING).exists():
         raise CheckpointError(f"{display(model_dir / artifacts.STAGING)}: a fresh run was stopped before its first "
-                              "epoch was saved, so there is nothing of it to resume (the model here is the previous "
-                              "run's); train again without --resume")
+                              "epoch was saved, so there is nothing of it to resume; --resume would continue "
+                              f"{describe_model(model_dir)}; train again without --resume")
+
+
+def describe_model(model_dir: Path) -> str:
+    """The model a directory holds, for a message: "the previous run's model (best epoch 3, val_accuracy
+    0.97, trained on data/train)", from ``best.json`` and ``dataset.json`` where readable."""
+    try:
+        best, dataset = _recorded(model_dir / artifacts.BEST_INFO), _recorded(model_dir / artifacts.DATASET)
+    except CheckpointError:  # unreadable: the message says less
+        best, dataset = {}, {}
+    facts = []
+    if {"epoch", "val_accuracy"} <= set(best):
+        facts.append(f"best epoch {best['epoch']}, val_accuracy {best['val_accuracy']}")
+    if "train_dir" in dataset:
+        facts.append(f"trained on {display(dataset['train_dir'])}")
+    return "the previous run's model" + (f" ({', '.join(facts)})" if facts else "")
+
+
+def _recorded(path: Path) -> dict:
+    """The JSON object of ``path``; ``{}`` when it is missing or holds no object. Raises CheckpointError when
+    unreadable."""
+    data = artifacts.read_json(path) if path.exists() else {}
+    return data if isinstance(data, dict) else {}
+
+
+def training_files(index: FolderIndex) -> dict[str, int | str]:
+    """What identifies the training images: their number and the SHA-256 of the sorted ``relative path, size``
+    lines (``dataset.json``'s ``files``). Cheap: one ``stat`` per file, nothing read."""
+    lines = []
+    for path in index.paths:
+        try:
+            size = os.stat(path).st_size
+        except OSError:  # a broken link: listed, unreadable
+            size = -1
+        lines.append(f"{os.path.relpath(path, index.root)}\0{size}\n")
+    digest = hashlib.sha256("".join(sorted(lines)).encode("utf-8", "surrogateescape")).hexdigest()
+    return {"count": len(lines), "sha256": digest}
 
 
 def check_same_images(model_dir: Path, index: FolderIndex) -> None:
-    """Refuse ``--resume`` when the training images per class differ from those the run began with.
+    """Refuse ``--resume`` when the training images differ from those the run began with.
 
-    Epochs are counted in optimizer steps of the saved epoch length, and the validation split is drawn
-    from the files: with other files neither would be the run's any more.
+    The validation split is drawn from the files, and the epoch length from
+    their number: with other files neither would be the run's any more.
+    Compared: ``dataset.json``'s images per class and, where recorded, its
+    ``files`` (:func:`training_files`: names and sizes).
 
     Raises:
-        CheckpointError: ``dataset.json``'s ``class_counts`` differ from the train tree's.
+        CheckpointError: the counts per class or the files differ (the first classes that changed are named).
     """
-    path = model_dir / artifacts.DATASET
-    recorded = artifacts.read_json(path) if path.exists() else {}
-    saved = recorded.get("class_counts") if isinstance(recorded, dict) else None
-    now = index.class_counts()
+    recorded = _recorded(model_dir / artifacts.DATASET)
+    saved, now = recorded.get("class_counts"), index.class_counts()
     if isinstance(saved, dict) and saved != now:
         changes = [f"{name}: {saved.get(name, 0)} -> {now.get(name, 0)}" for name in sorted({*saved, *now})
                    if saved.get(name) != now.get(name)]
         more = f" and {len(changes) - 3} more classes" if len(changes) > 3 else ""
-        raise CheckpointError(f"{display(index.root)}: the training images changed since this run began "
-                              f"({', '.join(changes[:3])}{more}); its epochs and validation split would not "
-                              f"hold; train without --resume (--init-from {display(model_dir)} starts from its "
-                              "weights)")
+        what = f"{', '.join(changes[:3])}{more}"
+    elif "files" in recorded and recorded["files"] != training_files(index):
+        what = "as many per class, but other files or sizes"
+    else:
+        return
+    raise CheckpointError(f"{display(index.root)}: the training images changed since this run began ({what}); "
+                          "its epochs and validation split would not hold; train without --resume "
+                          f"(--init-from {display(model_dir)} starts from its weights)")
+
+
+def check_same_count(model_dir: Path, data: TrainingData) -> None:
+    """Refuse ``--resume`` when fewer or more images are readable than when the run began (files damaged or
+    mended in place, their names and sizes unchanged): the epochs and the validation would differ.
+
+    Raises:
+        CheckpointError: ``dataset.json``'s ``train_images`` or ``validation_images`` differ from ``data``'s.
+    """
+    path = model_dir / artifacts.DATASET
+    recorded = _recorded(path)
+    for what, now in (("train", data.train_count), ("validation", data.validation_count)):
+        before = recorded.get(f"{what}_images")
+        if isinstance(before, int) and before != now:
+            raise CheckpointError(f"{display(path)}: the run began with {before} readable {what} images, {now} "
+                                  "now; its epochs and validation would not hold; train without --resume")
 
 
 def resume_state(setting: Setting, steps_per_epoch: int, pretrained: bool = False,
                  ) -> tuple[keras.Model, int, list[dict[str, float]], float | None]:
     """The model, completed epochs, history and best val_accuracy to resume from.
 
-    A pretrained model's epoch 1 (the head, fitted on embeddings) takes no
-    step of its optimizer: it is counted on top of the optimizer's steps.
+    The completed epochs are those of ``history.csv`` up to the row whose
+    ``steps`` equal the optimizer's step count saved in ``last.keras``
+    (:func:`checkpoint_epoch`). A kill between an epoch's history row and
+    its ``last.keras`` leaves one row more, which is dropped.
+
+    Raises:
+        CheckpointError: ``last.keras`` is missing, unreadable, or matches no epoch of the history.
     """
     model_dir = setting.model_path
     artifacts.remove_stale_temporaries(model_dir, artifacts.RUN_FILES)  # a writer killed mid-checkpoint leaves one
     model = artifacts.load_last_model(model_dir)
     model.optimizer.learning_rate.assign(setting.learning_rate)  # a changed rate applies from here on
-    # The optimizer's step counter is saved inside last.keras, so it cannot
-    # disagree with the weights: it tells how many epochs that file completed.
-    done = int(model.optimizer.iterations.numpy()) // steps_per_epoch + int(pretrained)
-    history = [row for row in artifacts.read_history(model_dir) if row["epoch"] <= done]
-    best = artifacts.best_val_accuracy(model_dir)
-    return model, done, history, best
+    history = artifacts.read_history(model_dir)
+    done = checkpoint_epoch(model_dir, history, int(model.optimizer.iterations.numpy()), steps_per_epoch,
+                            pretrained)
+    return model, done, history[:done], artifacts.best_val_accuracy(model_dir)
+
+
+def checkpoint_epoch(model_dir: Path, history: list[dict[str, float]], iterations: int, steps_per_epoch: int,
+                     pretrained: bool = False) -> int:
+    """The epoch ``last.keras`` completed, found in ``history`` by the optimizer's step count ``iterations``.
+
+    Rows record the step count after their epoch (``steps``); a history of
+    an older version without it counts ``steps_per_epoch`` steps an epoch
+    (plus a pretrained model's epoch 1, which takes none). Either way the
+    answer is the last row's epoch or the one before (a kill between the
+    row and the checkpoint): anything else is a history and a checkpoint
+    of different runs, or other training images.
+
+    Raises:
+        CheckpointError: as above (both files named, with the two counts).
+    """
+    n = len(history)
+    if all("steps" in row for row in history) and history:
+        matching = [int(row["epoch"]) for row in history if int(row["steps"]) == iterations]
+        done = matching[-1] if matching else -1
+    else:
+        done = iterations // max(1, steps_per_epoch) + int(pretrained)
+    if done not in (n, n - 1):
+        raise CheckpointError(f"{display(model_dir / artifacts.LAST_MODEL)}: its {iterations} optimizer steps "
+                              f"match no epoch of {artifacts.HISTORY} ({n} epochs): the training images or these "
+                              "files changed since the run began; train without --resume")
+    return done
 
 
 def check_history(model_dir: Path) -> None:
-    """Refuse ``--resume`` on a ``history.csv`` edited by hand, before any work.
+    """Refuse ``--resume`` on a ``history.csv`` edited by hand or not of this checkpoint, before any work.
 
-    Its rows are checked by :func:`mnist_folders.artifacts.read_history`; none
-    may record a ``val_accuracy`` above the best checkpoint's (``best.json`` is
-    written before the epoch's row, so a real row never does): such a row
-    would keep every real improvement from being saved.
+    Its rows are checked by :func:`mnist_folders.artifacts.read_history`.
+    With ``best.json``'s epoch ``E`` and ``val_accuracy`` ``B``: no row may
+    record a ``val_accuracy`` above ``B`` (such a row would keep every real
+    improvement from being saved), and row ``E`` must record ``B``. ``E``
+    may be one past the last row: ``best.json`` is written just before its
+    epoch's row, so a kill between the two leaves it so.
 
     Raises:
         CheckpointError: as above, or an invalid row.
     """
+    history = artifacts.read_history(model_dir)
     best = artifacts.best_val_accuracy(model_dir)
-    top = max(artifacts.read_history(model_dir), key=lambda row: row["val_accuracy"], default=None)
-    if best is not None and top is not None and top["val_accuracy"] > artifacts.rounded(best) + 1e-9:
-        raise CheckpointError(f"{display(model_dir / artifacts.HISTORY)}: epoch {int(top['epoch'])} records "
-                              f"val_accuracy {top['val_accuracy']:g}, above the best checkpoint's {best:g} "
-                              f"({artifacts.BEST_INFO}); train without --resume")
+    if best is None:
+        return
+    path = display(model_dir / artifacts.HISTORY)
+    top = max(history, key=lambda row: row["val_accuracy"], default=None)
+    if top is not None and top["val_accuracy"] > artifacts.rounded(best) + 1e-9:
+        raise CheckpointError(f"{path}: epoch {int(top['epoch'])} records val_accuracy {top['val_accuracy']:g}, "
+                              f"above the best checkpoint's {best:g} ({artifacts.BEST_INFO}); train without --resume")
+    epoch = artifacts.read_json(model_dir / artifacts.BEST_INFO).get("epoch")
+    if not isinstance(epoch, int) or not 1 <= epoch <= len(history) + 1:
+        raise CheckpointError(f"{path}: {len(history)} epochs, but {artifacts.BEST_INFO} names epoch {epoch!r} as "
+                              "the best; train without --resume")
+    if epoch <= len(history) and abs(history[epoch - 1]["val_accuracy"] - artifacts.rounded(best)) > 1e-9:
+        raise CheckpointError(f"{path}: epoch {epoch} records val_accuracy {history[epoch - 1]['val_accuracy']:g}, "
+                              f"the best checkpoint's is {best:g} ({artifacts.BEST_INFO}); train without --resume")
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -585,6 +699,7 @@ def dataset_summary(setting: Setting, index: FolderIndex, data: TrainingData, sa
     return {
         "train_dir": str(index.root),
         "class_counts": index.class_counts(),
+        "files": training_files(index),
         "train_images": data.train_count,
         "validation_images": data.validation_count,
         "ignored_files": len(index.ignored),
