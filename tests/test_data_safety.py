@@ -249,3 +249,21 @@ def test_a_small_real_photo_copied_larger_as_jpeg_is_leakage_and_distinct_photos
     assert report.splits["train"].images + report.splits["test"].images > 80
     assert [(set(g.files), g.problem()) for g in report.near] == [({str(copy), str(source)}, "leakage")]
     assert report.exact == []
+
+
+def test_train_says_a_folder_deeper_than_path_max_is_unreadable_not_a_non_image_file(tmp_path):
+    # L14 in train: the folder it could not list was counted as "ignored 1 non-image files".
+    from mnist_folders.train.training import prepare_index
+
+    for k, digit in enumerate(_digits(8)):
+        folder = tmp_path / "train" / str(k % 2)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(digit).save(folder / f"{k}.png")
+    (tmp_path / "train" / "0" / "notes.txt").write_text("not an image")
+    _deep_folder(tmp_path / "train" / "1", (tmp_path / "train" / "0" / "0.png").read_bytes())
+    lines = []
+    index = prepare_index(Setting(data_dir=str(tmp_path), model_dir=str(tmp_path / "model")), log=lines.append)
+    assert len(index) == 8
+    assert any(line.startswith("ignored 1 non-image files, e.g. ") and line.endswith("notes.txt") for line in lines), lines
+    assert any(line.startswith("left out 1 unreadable folders (their files are not used), e.g. ")
+               and line.endswith("folder not readable (File name too long)") for line in lines), lines

@@ -451,8 +451,13 @@ def prepare_index(setting: Setting, log=print) -> FolderIndex:
     index = index_tree(setting.train_path, training_class_names(setting.train_path, setting.class_names))
     counts = ", ".join(f"{name}: {n}" for name, n in index.class_counts().items())
     log(f"{len(index)} images in {len(index.class_names)} classes under {index.root} ({counts})")
-    if index.ignored:
-        log(f"ignored {len(index.ignored)} non-image files, e.g. {index.ignored[0]}")
+    unlistable = {folder for folder, _ in index.unlistable}
+    not_images = [path for path in index.ignored if path not in unlistable]
+    if not_images:
+        log(f"ignored {len(not_images)} non-image files, e.g. {not_images[0]}")
+    if index.unlistable:  # permission denied, or a path longer than PATH_MAX: said, not counted as a file
+        folder, reason = index.unlistable[0]
+        log(f"left out {len(index.unlistable)} unreadable folders (their files are not used), e.g. {folder}: {reason}")
     return index
 
 
