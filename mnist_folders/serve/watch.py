@@ -196,6 +196,7 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
         raise DatasetError(f"{display(folder)}: no such folder to watch")
     csv_path = Path(output) if output else setting.model_path / artifacts.PREDICTIONS
     artifacts.check_output_csv(csv_path, setting.model_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)  # as batch predict: --output may name a new folder
     stop = stop or threading.Event()
     h, w, _ = setting.input_shape
     # A second watcher on this CSV stops here, before it reads (and may mend) the CSV or predicts anything.

@@ -1,0 +1,50 @@
+"""Issue 24, second pass: what ``--mode predict`` (with and without ``--watch``) writes, and where: the CSV never
+over a file of the model, never shared by two runs, mended after a kill; ``--sort-into`` never inside the
+predict folder; an idle watcher lists its folder only when the folder changed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+
+import pytest
+
+from conftest import REPO, kill_group, run_cli, start_cli, wait_for
+
+CLI = str(REPO / "mnist_keras.py")
+
+
+def _one_line_refusal(result, *words: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+    assert "\t" not in result.stdout and "watching" not in result.stdout  # said before any model is loaded
+
+
+def _digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("watch", [False, True])
+def test_output_cannot_be_any_file_of_the_model_nor_under_a_file(watch, exported, small_data, tmp_path):
+    # L17: --output export/model.onnx replaced the ONNX model by a CSV (only the top-level names were refused).
+    model_dir = tmp_path / "m"
+    shutil.copytree(exported, model_dir)
+    (tmp_path / "link.csv").symlink_to(model_dir / "best.weights.h5")
+    before = _digest(model_dir)
+    mode = ["--mode", "predict", *(["--watch"] if watch else []), "--model-dir", str(model_dir),
+            "--input", str(small_data / "tmp")]
+    for output in (model_dir / "export" / "model.onnx", model_dir / "export" / "new.csv",
+                   model_dir / "logs" / "p.csv", tmp_path / "link.csv"):
+        _one_line_refusal(run_cli(CLI, *mode, "--output", str(output), check=False), str(output),
+                          "a file of the model itself")
+    # L16: a folder that cannot be made for the CSV is said before the model loads (watch said it after).
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    _one_line_refusal(run_cli(CLI, *mode, "--output", str(blocker / "p.csv"), check=False), str(blocker),
+                      "folder for the predictions CSV is not writable")
+    assert _digest(model_dir) == before
