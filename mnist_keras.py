@@ -204,10 +204,11 @@ def predict_mode(setting, args: argparse.Namespace, chosen: dict, progress: bool
     if args.output:
         artifacts.check_output_csv(Path(args.output), setting.model_path)
     if args.sort_into:  # before any prediction: a folder that cannot take the copies is said first
-        if args.watch and Path(args.sort_into).resolve().is_relative_to(setting.predict_path.resolve()):
-            raise SettingError(f"--sort-into {display(args.sort_into)} is inside the watched folder "
-                               f"{display(setting.predict_path)}: each copy would be predicted and copied again; "
-                               "choose a folder outside it")
+        if Path(args.sort_into).resolve().is_relative_to(setting.predict_path.resolve()):
+            again = "at once" if args.watch else "by the next run"
+            raise SettingError(f"--sort-into {display(args.sort_into)} is inside the "
+                               f"{'watched' if args.watch else 'predict'} folder {display(setting.predict_path)}: "
+                               f"each copy would be predicted and copied again ({again}); choose a folder outside it")
         artifacts.check_creatable(Path(args.sort_into), what="--sort-into folder")
     setting = setting.replace(runtime=choose_runtime(setting))
     if setting.runtime == "keras":

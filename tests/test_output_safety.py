@@ -48,3 +48,13 @@ def test_output_cannot_be_any_file_of_the_model_nor_under_a_file(watch, exported
     _one_line_refusal(run_cli(CLI, *mode, "--output", str(blocker / "p.csv"), check=False), str(blocker),
                       "folder for the predictions CSV is not writable")
     assert _digest(model_dir) == before
+
+
+def test_sort_into_inside_the_predict_folder_is_refused_without_watch_too(trained_model, small_data, tmp_path):
+    # M7: the next batch run predicted the copies and copied them again (10 images, 30 files after two runs).
+    drop = tmp_path / "drop"
+    shutil.copytree(small_data / "tmp", drop)
+    result = run_cli(CLI, "--mode", "predict", "--model-dir", str(trained_model), "--input", str(drop),
+                     "--sort-into", str(drop / "sorted"), "--output", str(tmp_path / "p.csv"), check=False)
+    _one_line_refusal(result, str(drop / "sorted"), "inside the predict folder", "by the next run")
+    assert not (drop / "sorted").exists() and not (tmp_path / "p.csv").exists()
