@@ -58,3 +58,31 @@ def test_sort_into_inside_the_predict_folder_is_refused_without_watch_too(traine
                      "--sort-into", str(drop / "sorted"), "--output", str(tmp_path / "p.csv"), check=False)
     _one_line_refusal(result, str(drop / "sorted"), "inside the predict folder", "by the next run")
     assert not (drop / "sorted").exists() and not (tmp_path / "p.csv").exists()
+
+
+@pytest.fixture()
+def watcher(exported, small_data, tmp_path):
+    """A watcher (a real process) on ``tmp_path/drop`` writing ``tmp_path/w.csv``, once it has predicted one
+    image: ``(process, drop, csv)``; killed at the end."""
+    drop, out = tmp_path / "drop", tmp_path / "w.csv"
+    drop.mkdir()
+    shutil.copy(small_data / "tmp" / "sample_0.png", drop)
+    process = start_cli(CLI, "--mode", "predict", "--watch", "--model-dir", str(exported), "--input", str(drop),
+                        "--output", str(out))
+    wait_for(lambda: out.exists() and out.read_bytes().count(b"\r\n") == 2, process, timeout=120)
+    yield process, drop, out
+    if process.poll() is None:
+        kill_group(process)
+
+
+def test_a_batch_predict_on_a_watchers_csv_is_refused_naming_the_watcher(watcher, exported):
+    # L9: a batch predict replaced the watcher's CSV; the watcher's lock was left on the old file, and a second
+    # watcher was let in on the new one (every file then predicted twice).
+    process, drop, out = watcher
+    before = out.read_bytes()
+    result = run_cli(CLI, "--mode", "predict", "--model-dir", str(exported), "--input", str(drop),
+                     "--output", str(out), check=False)
+    _one_line_refusal(result, str(out), f"in use by another predict run (PID {process.pid})")
+    assert out.read_bytes() == before
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import calibration
-from .. import artifacts
+from .. import artifacts, locking
 from ..atomic import write_text
 from ..data.decoding import decode_chunks
 from ..errors import CheckpointError, DatasetError
@@ -193,7 +193,8 @@ def predict(setting: Setting, output: Path | None = None, progress: bool = True)
         progress: show a tqdm bar.
 
     Raises:
-        CheckpointError: no trained model in the model directory.
+        CheckpointError: no trained model in the model directory, or another predict run (a watcher)
+            holds the CSV (checked before the model loads).
         DatasetError: the predict folder does not exist.
         OSError: the CSV cannot be written (checked before any work).
     """
@@ -202,25 +203,28 @@ def predict(setting: Setting, output: Path | None = None, progress: bool = True)
     csv_path = Path(output) if output else model_dir / artifacts.PREDICTIONS
     artifacts.check_output_csv(csv_path, model_dir)
     artifacts.ensure_writable(csv_path.parent, what="folder for the predictions CSV")
-    run = PredictionRun([], skipped)
-    # Decoding starts while the model loads; one thread, not processes: the model needs the cores.
-    with decode_chunks(paths, setting, processes=False) as chunks:
-        predictor = run.predictor = load_predictor(setting)
-        parts = [np.zeros((0, len(predictor.class_names)), dtype=np.float32)]
-        kept = [np.zeros(0, dtype=np.int64)]
-        with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
-            for chunk in chunks:
-                parts.append(predictor.probabilities(chunk.images))
-                kept.append(chunk.kept)
-                run.skipped.extend(chunk.failed)
-                bar.update(len(chunk.images) + len(chunk.failed))
-    run.skipped.sort()
-    probabilities, kept = np.concatenate(parts), np.concatenate(kept)
-    if len(kept) == 0:
-        return run
-    run.predictions = rank(probabilities, predictor.class_names, [paths[i] for i in kept], setting.min_confidence)
-    run.csv_path = csv_path
-    write_text(csv_path, to_csv(run.predictions))
+    # A watcher appending to this CSV is said now, and none starts on it until the new CSV is in place.
+    with locking.appender_lock(csv_path, create=False):
+        run = PredictionRun([], skipped)
+        # Decoding starts while the model loads; one thread, not processes: the model needs the cores.
+        with decode_chunks(paths, setting, processes=False) as chunks:
+            predictor = run.predictor = load_predictor(setting)
+            parts = [np.zeros((0, len(predictor.class_names)), dtype=np.float32)]
+            kept = [np.zeros(0, dtype=np.int64)]
+            with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
+                for chunk in chunks:
+                    parts.append(predictor.probabilities(chunk.images))
+                    kept.append(chunk.kept)
+                    run.skipped.extend(chunk.failed)
+                    bar.update(len(chunk.images) + len(chunk.failed))
+        run.skipped.sort()
+        probabilities, kept = np.concatenate(parts), np.concatenate(kept)
+        if len(kept) == 0:
+            return run
+        run.predictions = rank(probabilities, predictor.class_names, [paths[i] for i in kept],
+                               setting.min_confidence)
+        run.csv_path = csv_path
+        write_text(csv_path, to_csv(run.predictions))
     return run
 
 

@@ -188,7 +188,7 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
     Raises:
         DatasetError: the predict folder does not exist, or ``output`` is
             not a predictions CSV of this model.
-        CheckpointError: another watcher appends to ``output``, or it is a
+        CheckpointError: another predict run writes ``output`` (its PID named), or it is a
             folder or a file of the model itself.
     """
     folder = setting.predict_path
