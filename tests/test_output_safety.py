@@ -86,3 +86,17 @@ def test_a_batch_predict_on_a_watchers_csv_is_refused_naming_the_watcher(watcher
     assert out.read_bytes() == before
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize("cut", [1, 20, 63, 64])
+def test_a_header_cut_by_a_kill_is_mended_not_refused(tmp_path, cut):
+    # L7: a kill during the first write left part of the header; the restarted watcher refused its own CSV
+    # ("not a predictions CSV of this model") and the user had to delete it.
+    from mnist_folders.serve.prediction import csv_header
+    from mnist_folders.serve.watch import read_done
+
+    path = tmp_path / "w.csv"
+    header = (",".join(csv_header(3)) + "\r\n").encode()
+    assert len(header) == 65  # 64: cut between CR and LF
+    path.write_bytes(header[:cut])
+    assert read_done(path, csv_header(3)) == set() and path.read_bytes() == b""

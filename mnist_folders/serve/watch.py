@@ -61,7 +61,7 @@ def path_cell(path: str) -> str:
 
 
 def read_done(csv_path: Path, header: list[str]) -> set[str]:
-    """The path cells of an existing predictions CSV; a trailing partial line is cut off first.
+    """The path cells of an existing predictions CSV; a trailing partial line (or header) is cut off first.
 
     Raises:
         DatasetError: the file's header is not ``header`` (another kind of
@@ -70,7 +70,9 @@ def read_done(csv_path: Path, header: list[str]) -> set[str]:
     if not csv_path.exists():
         return set()
     data = csv_path.read_bytes()
-    if not data:
+    if (",".join(header) + "\r\n").encode().startswith(data):  # empty, or the first write cut by a kill
+        with open(csv_path, "r+b") as f:
+            f.truncate(0)
         return set()
     # The header first, before anything is changed: a file that is not ours is never touched.
     end = data.find(b"\r\n")
