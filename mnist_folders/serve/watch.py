@@ -1,9 +1,13 @@
 """``--mode predict --watch``: predict each image as it lands in the predict folder.
 
-The folder (sub-folders included) is listed every :data:`POLL_SECONDS`:
+The folder (sub-folders included) is polled every :data:`POLL_SECONDS`:
 polling, not file-system events, because it works the same on local disks,
-network shares and container mounts, where inotify events are often missing,
-and listing a drop folder is cheap. A file is taken once its size and
+network shares and container mounts, where inotify events are often missing.
+A poll lists the files only when a folder's modification time changed (a
+file was added, removed or renamed there), and at least every
+:data:`FULL_LISTING_SECONDS`; otherwise it looks at the folders and the
+files still settling only, so an idle watcher over a large folder costs
+next to nothing. A file is taken once its size and
 modification time have not changed for :data:`SETTLE_SECONDS` (a writer
 still copying it changes them); names with a temporary suffix
 (:data:`IN_PROGRESS_SUFFIXES`) or a leading dot wait for their rename.
@@ -16,6 +20,7 @@ batch in progress, with every row written.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -30,7 +35,7 @@ from pathlib import Path
 from .. import artifacts, locking
 from ..atomic import atomic_path
 from ..errors import CheckpointError, DatasetError
-from ..data.folders import list_files
+from ..data.folders import is_model_dir, list_files
 from ..data.images import load_images
 from ..names import class_name_problem, display, safe_cell
 from .prediction import TOP_K, UNCERTAIN, Prediction, Predictor, csv_header, rank, to_csv
@@ -42,6 +47,8 @@ IDLE_AFTER_SECONDS = 2.0  # a folder unchanged this long is polled less often...
 IDLE_POLL_SECONDS = 2.0  # ... down to once every this many seconds (the longest wait for a new file)
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".!qb")
 BATCH = 256  # images per forward pass at most; a burst is split into batches
+FULL_LISTING_SECONDS = 30.0  # a full listing at least this often, whatever the folders' mtimes say
+MTIME_SLACK_NS = 2 * 10**9  # a folder changed this recently is listed again: mtime clocks can be coarse (FAT: 2 s)
 
 
 @dataclass
@@ -53,6 +60,8 @@ class WatchState:
     done: set[str] = field(default_factory=set)  # CSV path cells already written (earlier runs included)
     seen: dict[str, tuple[int, int, float]] = field(default_factory=dict)  # path -> (size, mtime_ns, since)
     last_change: float = field(default_factory=time.monotonic)  # when a file last appeared or changed
+    folders: dict[str, int] = field(default_factory=dict)  # folder -> mtime_ns at the last full listing
+    listed_at: float = float("-inf")  # when the last full listing was (monotonic seconds)
 
 
 def path_cell(path: str) -> str:
@@ -138,19 +147,56 @@ def copy_into_class_folder(prediction: Prediction, root: Path) -> Path:
     return target
 
 
+def folder_mtimes(folder: Path) -> dict[str, int]:
+    """``folder``'s and each sub-folder's mtime (ns): the folders :func:`list_files` walks."""
+    mtimes = {}
+    for dirpath, dirnames, _ in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_model_dir(os.path.join(dirpath, d))]
+        with contextlib.suppress(OSError):
+            mtimes[dirpath] = os.stat(dirpath).st_mtime_ns
+    return mtimes
+
+
+def folders_unchanged(state: WatchState, now: float) -> bool:
+    """True when no folder listed last time changed since (nor so recently that a change in the same clock
+    tick could hide), and the last full listing is under :data:`FULL_LISTING_SECONDS` old."""
+    if not state.folders or now - state.listed_at >= FULL_LISTING_SECONDS:
+        return False
+    recent = time.time_ns() - MTIME_SLACK_NS
+    for path, mtime in state.folders.items():
+        try:
+            current = os.stat(path).st_mtime_ns
+        except OSError:
+            return False
+        if current != mtime or current >= recent:
+            return False
+    return True
+
+
 def ready_files(folder: Path, state: WatchState, now: float, settle: float,
-                ignore: frozenset[str] = frozenset()) -> list[str]:
+                ignore: frozenset[tuple[int, int]] = frozenset()) -> list[str]:
     """The files of ``folder`` not yet predicted nor skipped whose size and mtime settled ``settle`` seconds;
-    ``ignore``: absolute paths left out (the watcher's own CSV, when it lies in the folder)."""
-    files, _ = list_files(folder)
+    ``ignore``: ``(st_dev, st_ino)`` of files left out (the watcher's own CSV, when it lies in the folder,
+    under whatever name: ``folder`` may be reached through a link).
+
+    The folder is listed only when :func:`folders_unchanged` says it may have changed; otherwise only the
+    files of ``state.seen`` (still settling, or skipped: a skipped file rewritten is tried again) are looked at.
+    """
+    if folders_unchanged(state, now):
+        candidates = list(state.seen)
+    else:
+        state.folders, state.listed_at = folder_mtimes(folder), now
+        files, _ = list_files(folder)
+        candidates = [path for path in files
+                      if not path.lower().endswith(IN_PROGRESS_SUFFIXES) and path_cell(path) not in state.done]
     ready = []
-    for path in files:
-        if path.lower().endswith(IN_PROGRESS_SUFFIXES) or path_cell(path) in state.done \
-                or os.path.abspath(path) in ignore:
-            continue
+    for path in candidates:
         try:
             info = os.stat(path)
         except OSError:  # renamed or removed since the listing
+            state.seen.pop(path, None)
+            continue
+        if (info.st_dev, info.st_ino) in ignore:
             continue
         signature = (info.st_size, info.st_mtime_ns)
         previous = state.seen.get(path)
@@ -204,11 +250,11 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
     # A second watcher on this CSV stops here, before it reads (and may mend) the CSV or predicts anything.
     with locking.appender_lock(csv_path):
         state = WatchState(done=read_done(csv_path, csv_header(min(TOP_K, len(predictor.class_names)))))
+        own = os.stat(csv_path)  # the CSV grows after each batch: inside the folder it would be "skipped" each time
         handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             while not stop.is_set():
-                # The CSV grows after each batch: inside the folder it would be "skipped" again each time.
-                ready = ready_files(folder, state, time.monotonic(), settle, frozenset({os.path.abspath(csv_path)}))
+                ready = ready_files(folder, state, time.monotonic(), settle, frozenset({(own.st_dev, own.st_ino)}))
                 for start in range(0, len(ready), BATCH):
                     batch = ready[start : start + BATCH]
                     images, failed = load_images(batch, h, w, setting.color_mode, setting.resize_method)
@@ -224,6 +270,7 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
                     append_rows(csv_path, predictions)
                     for p in predictions:
                         state.done.add(path_cell(p.path))
+                        state.seen.pop(p.path, None)  # done: never looked at again
                         if sort_into is not None:
                             copy_into_class_folder(p, sort_into)
                         log(f"{display(p.path)}\t{display(p.class_name)}\t{p.confidence:.4f}")
