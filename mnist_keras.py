@@ -209,7 +209,9 @@ def predict_mode(setting, args: argparse.Namespace, chosen: dict, progress: bool
             raise SettingError(f"--sort-into {display(args.sort_into)} is inside the "
                                f"{'watched' if args.watch else 'predict'} folder {display(setting.predict_path)}: "
                                f"each copy would be predicted and copied again ({again}); choose a folder outside it")
-        artifacts.check_creatable(Path(args.sort_into), what="--sort-into folder")
+        from mnist_folders.serve.watch import check_sort_into
+
+        check_sort_into(Path(args.sort_into), artifacts.load_class_names(setting.model_path))
     setting = setting.replace(runtime=choose_runtime(setting))
     if setting.runtime == "keras":
         cli.quiet_tensorflow()

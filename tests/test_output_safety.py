@@ -157,3 +157,18 @@ def test_the_watchers_csv_is_not_listed_when_the_folder_is_reached_through_a_lin
             kill_group(process)
     assert process.returncode == 0 and "own.csv" not in warned, warned
     assert "stopped: 3 predicted, 0 skipped" in printed, printed
+
+
+def test_a_class_folder_of_sort_into_that_cannot_be_made_is_said_before_predicting(trained_model, small_data,
+                                                                                   tmp_path):
+    # L8: only --sort-into itself was checked; a file named like a class in it failed the copies after the
+    # CSV was written (in watch mode after the batch's rows: those images were never sorted).
+    sort = tmp_path / "sorted"
+    sort.mkdir()
+    (sort / "7").write_text("a file where the class folder should be")
+    for watch in ([], ["--watch"]):
+        result = run_cli(CLI, "--mode", "predict", *watch, "--model-dir", str(trained_model), "--input",
+                         str(small_data / "tmp"), "--sort-into", str(sort), "--output", str(tmp_path / "p.csv"),
+                         check=False)
+        _one_line_refusal(result, str(sort / "7"), "--sort-into class folder is not writable")
+        assert not (tmp_path / "p.csv").exists() and sorted(p.name for p in sort.iterdir()) == ["7"]

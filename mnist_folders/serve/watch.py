@@ -173,6 +173,19 @@ def folders_unchanged(state: WatchState, now: float) -> bool:
     return True
 
 
+def check_sort_into(root: Path, class_names: list[str]) -> None:
+    """Refuse, before anything is predicted, a ``--sort-into`` folder or class folder (``root/<class>``,
+    ``root/uncertain``) that cannot be made or written: found while copying, a watcher stopped with the
+    rows of its batch written, and those images were never sorted.
+
+    Raises:
+        CheckpointError: naming the folder and why.
+    """
+    artifacts.check_creatable(root, what="--sort-into folder")
+    for name in [*class_names, UNCERTAIN]:
+        artifacts.check_creatable(root / name, what="--sort-into class folder")
+
+
 def ready_files(folder: Path, state: WatchState, now: float, settle: float,
                 ignore: frozenset[tuple[int, int]] = frozenset()) -> list[str]:
     """The files of ``folder`` not yet predicted nor skipped whose size and mtime settled ``settle`` seconds;
