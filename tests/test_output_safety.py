@@ -172,3 +172,14 @@ def test_a_class_folder_of_sort_into_that_cannot_be_made_is_said_before_predicti
                          check=False)
         _one_line_refusal(result, str(sort / "7"), "--sort-into class folder is not writable")
         assert not (tmp_path / "p.csv").exists() and sorted(p.name for p in sort.iterdir()) == ["7"]
+
+
+def test_a_batch_predicts_own_csv_inside_the_folder_is_not_listed_next_time(trained_model, small_data, tmp_path):
+    # L11, batch predict: the CSV of the previous run was listed as "skipped: not an image file" on every run.
+    drop = tmp_path / "drop"
+    shutil.copytree(small_data / "tmp", drop)
+    args = (CLI, "--mode", "predict", "--model-dir", str(trained_model), "--input", str(drop), "--output",
+            str(drop / "p.csv"), "--quiet")
+    run_cli(*args)
+    again = run_cli(*args)
+    assert "p.csv" not in again.stderr and "10 predicted, 0 skipped" in again.stdout, (again.stdout, again.stderr)

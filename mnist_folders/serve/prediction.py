@@ -2,6 +2,7 @@
 
 import csv
 import io
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +83,14 @@ def files_to_predict(target: Path) -> tuple[list[str], list[tuple[str, str]]]:
     unlistable = {path for path, _ in errors}
     return files, errors + [(path, "not a regular file") for path in left_out
                             if path not in unlistable and not Path(path).name.startswith(".")]
+
+
+def same_file(path: str, other: Path) -> bool:
+    """True when ``path`` is the file ``other`` (links followed); only a path of ``other``'s name is stat-ed."""
+    try:
+        return os.path.basename(path) == other.name and os.path.samefile(path, other)
+    except OSError:
+        return False
 
 
 def invert_where_needed(images: np.ndarray, invert: str, trained_light: bool) -> np.ndarray:
@@ -199,8 +208,10 @@ def predict(setting: Setting, output: Path | None = None, progress: bool = True)
         OSError: the CSV cannot be written (checked before any work).
     """
     model_dir = setting.model_path
-    paths, skipped = files_to_predict(setting.predict_path)
     csv_path = Path(output) if output else model_dir / artifacts.PREDICTIONS
+    paths, skipped = files_to_predict(setting.predict_path)
+    # The CSV of an earlier run inside the folder is ours, not an image to list as skipped each time.
+    paths = [path for path in paths if not same_file(path, csv_path)]
     artifacts.check_output_csv(csv_path, model_dir)
     artifacts.ensure_writable(csv_path.parent, what="folder for the predictions CSV")
     # A watcher appending to this CSV is said now, and none starts on it until the new CSV is in place.
