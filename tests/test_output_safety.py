@@ -183,3 +183,14 @@ def test_a_batch_predicts_own_csv_inside_the_folder_is_not_listed_next_time(trai
     run_cli(*args)
     again = run_cli(*args)
     assert "p.csv" not in again.stderr and "10 predicted, 0 skipped" in again.stdout, (again.stdout, again.stderr)
+
+
+def test_a_predict_folder_that_is_a_class_folder_of_sort_into_is_refused(trained_model, small_data, tmp_path):
+    # M7, the other way round: --input sorted/3 --sort-into sorted copied each 3 back into the folder predicted
+    # (a watcher: forever).
+    drop = tmp_path / "sorted" / "3"
+    shutil.copytree(small_data / "tmp", drop)
+    result = run_cli(CLI, "--mode", "predict", "--model-dir", str(trained_model), "--input", str(drop),
+                     "--sort-into", str(tmp_path / "sorted"), "--output", str(tmp_path / "p.csv"), check=False)
+    _one_line_refusal(result, f"puts copies in {drop}, inside the predict folder", "by the next run")
+    assert sorted(p.name for p in drop.iterdir()) == sorted(p.name for p in (small_data / "tmp").iterdir())

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .. import artifacts, locking
 from ..atomic import atomic_path
-from ..errors import CheckpointError, DatasetError
+from ..errors import CheckpointError, DatasetError, SettingError
 from ..data.folders import is_model_dir, list_files
 from ..data.images import load_images
 from ..names import class_name_problem, display, safe_cell
@@ -173,14 +173,24 @@ def folders_unchanged(state: WatchState, now: float) -> bool:
     return True
 
 
-def check_sort_into(root: Path, class_names: list[str]) -> None:
-    """Refuse, before anything is predicted, a ``--sort-into`` folder or class folder (``root/<class>``,
-    ``root/uncertain``) that cannot be made or written: found while copying, a watcher stopped with the
-    rows of its batch written, and those images were never sorted.
+def check_sort_into(root: Path, class_names: list[str], predict_folder: Path, watching: bool) -> None:
+    """Refuse, before anything is predicted, a ``--sort-into`` folder ``root`` whose copies would be predicted
+    again (``root`` inside ``predict_folder``, or ``predict_folder`` a class folder ``root/<class>``), or a
+    folder or class folder (``root/<class>``, ``root/uncertain``) that cannot be made or written: found while
+    copying, a watcher stopped with the rows of its batch written, and those images were never sorted.
 
     Raises:
-        CheckpointError: naming the folder and why.
+        SettingError: the copies would be predicted again (a watcher: at once, forever).
+        CheckpointError: a folder that cannot be made or written, named with why.
     """
+    again = "at once" if watching else "by the next run"
+    folder = predict_folder.resolve()
+    inside = [root] if root.resolve().is_relative_to(folder) else \
+        [root / name for name in [*class_names, UNCERTAIN] if folder.is_relative_to((root / name).resolve())]
+    if inside:
+        raise SettingError(f"--sort-into {display(root)} puts copies in {display(inside[0])}, inside the "
+                           f"{'watched' if watching else 'predict'} folder {display(predict_folder)}: each copy "
+                           f"would be predicted and copied again ({again}); choose a folder outside it")
     artifacts.check_creatable(root, what="--sort-into folder")
     for name in [*class_names, UNCERTAIN]:
         artifacts.check_creatable(root / name, what="--sort-into class folder")
