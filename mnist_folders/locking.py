@@ -80,7 +80,8 @@ def appender_lock(path: Path, create: bool = True) -> Iterator[None]:
         CheckpointError: another process holds it (its PID named where ``/proc/locks`` tells).
     """
     try:
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+        # Read-only without create: flock needs no write access, and a CSV made read-only is replaced all the same.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT if create else os.O_RDONLY, 0o644)
     except FileNotFoundError:
         if create:
             raise
