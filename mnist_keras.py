@@ -197,18 +197,16 @@ def main() -> int:
 def predict_mode(setting, args: argparse.Namespace, chosen: dict, progress: bool) -> int:
     """``--mode predict``: the folder once, or ``--watch`` it; on Keras or, without TensorFlow, an export."""
     from mnist_folders import artifacts
-    from mnist_folders.errors import SettingError
     from mnist_folders.names import display
     from mnist_folders.serve.prediction import choose_runtime, load_predictor, predict
 
     if args.output:
         artifacts.check_output_csv(Path(args.output), setting.model_path)
     if args.sort_into:  # before any prediction: a folder that cannot take the copies is said first
-        if args.watch and Path(args.sort_into).resolve().is_relative_to(setting.predict_path.resolve()):
-            raise SettingError(f"--sort-into {display(args.sort_into)} is inside the watched folder "
-                               f"{display(setting.predict_path)}: each copy would be predicted and copied again; "
-                               "choose a folder outside it")
-        artifacts.check_creatable(Path(args.sort_into), what="--sort-into folder")
+        from mnist_folders.serve.watch import check_sort_into
+
+        check_sort_into(Path(args.sort_into), artifacts.load_class_names(setting.model_path), setting.predict_path,
+                        args.watch)
     setting = setting.replace(runtime=choose_runtime(setting))
     if setting.runtime == "keras":
         cli.quiet_tensorflow()

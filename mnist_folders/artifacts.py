@@ -160,16 +160,21 @@ def check_creatable(folder: Path, what: str) -> None:
 
 
 def check_output_csv(path: Path, model_dir: Path) -> None:
-    """Refuse a predictions CSV path that is a folder or one of the model directory's own files
-    (the run's files, its reports, the marker, ``export``); ``predictions.csv`` there is the default.
+    """Refuse a predictions CSV path that is a folder, lies in a folder that cannot be made or written, or is
+    a file of the model directory: one of its own files (the run's files, its reports, the marker), or
+    anything in its sub-folders (``export``, ``logs``, ...); ``predictions.csv`` there is the default.
+    Links are followed: a link to ``best.weights.h5`` is that file.
 
     Raises:
         CheckpointError: as above, before anything is predicted or written.
     """
     if path.is_dir():
         raise CheckpointError(f"{display(path)}: a folder; --output names the CSV file to write")
+    check_creatable(path.parent, what="folder for the predictions CSV")
     own = {*RUN_FILES, *REPORTS, MARKER, EXPORT, STAGING}
-    if path.name in own and path.resolve().parent == Path(model_dir).resolve():
+    target, model = path.resolve(), Path(model_dir).resolve()
+    if (target.parent == model and (target.name in own or path.name in own)) or \
+            (target.parent != model and target.is_relative_to(model)):
         raise CheckpointError(f"{display(path)}: a file of the model itself; --output names another file")
 
 

@@ -7,7 +7,7 @@ runs never write one model directory and readers never load a half-replaced one.
 - :func:`files_lock`: held briefly, shared by readers while they load a
   model's files, exclusive by ``train`` while it replaces the previous model
   with a new one (see :func:`mnist_folders.artifacts.promote`).
-- :func:`appender_lock`: held by ``predict --watch`` on its CSV.
+- :func:`appender_lock`: held by ``predict`` (``--watch`` or not) on its CSV.
 
 ``flock`` locks belong to the open file and vanish with the process, so a
 killed run never leaves a stale lock behind. The lock files are hidden.
@@ -70,20 +70,45 @@ def files_lock(model_dir: Path, exclusive: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def appender_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive, non-blocking lock on the file ``path`` itself (created empty if missing, never
-    truncated) while one process appends to it: two watchers on one CSV would predict every file twice.
+def appender_lock(path: Path, create: bool = True) -> Iterator[None]:
+    """Hold an exclusive, non-blocking lock on the file ``path`` itself (created empty if missing and
+    ``create``, never truncated) while one process writes it: two watchers on one CSV would predict every
+    file twice, and a batch predict replacing a watcher's CSV let a second watcher in. Without ``create`` a
+    missing file is not locked (no watcher can hold it).
 
     Raises:
-        CheckpointError: another process holds it.
+        CheckpointError: another process holds it (its PID named where ``/proc/locks`` tells).
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        # Read-only without create: flock needs no write access, and a CSV made read-only is replaced all the same.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT if create else os.O_RDONLY, 0o644)
+    except FileNotFoundError:
+        if create:
+            raise
+        yield
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise CheckpointError(f"{display(path)}: another watcher appends to it; stop that one or choose "
-                                  "another --output") from None
+            raise CheckpointError(f"{display(path)}: in use by another predict run (PID {flock_holder(fd)}); "
+                                  "stop that one or choose another --output") from None
         yield
     finally:
         os.close(fd)
+
+
+def flock_holder(fd: int) -> str:
+    """The PID holding an flock on the open file ``fd``, from Linux's ``/proc/locks``, or ``"unknown"``
+    (another system; a holder in another PID namespace)."""
+    info = os.fstat(fd)
+    me = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            for line in locks:  # "1: FLOCK  ADVISORY  WRITE 4242 00:2f:1234 0 EOF"
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == me and fields[4] != "0":
+                    return fields[4]
+    except OSError:
+        pass
+    return "unknown"

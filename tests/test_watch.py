@@ -152,8 +152,8 @@ def test_the_watchers_own_csv_inside_the_folder_is_not_skipped_nor_shared(export
     second = started(CLI, "--mode", "predict", "--watch", "--model-dir", str(exported), "--input", str(drop),
                      "--output", str(out))
     _, refusal = second.communicate(timeout=120)
-    assert second.returncode == 2 and refusal.strip().endswith("another watcher appends to it; stop that one or "
-                                                              "choose another --output"), refusal
+    assert second.returncode == 2 and refusal.strip().endswith(f"in use by another predict run (PID {watcher.pid}); "
+                                                              "stop that one or choose another --output"), refusal
     printed, warned = _stop(watcher)
     assert "stopped: 3 predicted, 0 skipped" in printed and "watch.csv" not in warned, (printed, warned)
     assert len(_rows(out)) == 3

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import calibration
-from .. import artifacts
+from .. import artifacts, locking
 from ..atomic import write_text
 from ..data.decoding import decode_chunks
 from ..errors import CheckpointError, DatasetError
@@ -82,6 +83,14 @@ def files_to_predict(target: Path) -> tuple[list[str], list[tuple[str, str]]]:
     unlistable = {path for path, _ in errors}
     return files, errors + [(path, "not a regular file") for path in left_out
                             if path not in unlistable and not Path(path).name.startswith(".")]
+
+
+def same_file(path: str, other: Path) -> bool:
+    """True when ``path`` is the file ``other`` (links followed); only a path of ``other``'s name is stat-ed."""
+    try:
+        return os.path.basename(path) == other.name and os.path.samefile(path, other)
+    except OSError:
+        return False
 
 
 def invert_where_needed(images: np.ndarray, invert: str, trained_light: bool) -> np.ndarray:
@@ -193,34 +202,40 @@ def predict(setting: Setting, output: Path | None = None, progress: bool = True)
         progress: show a tqdm bar.
 
     Raises:
-        CheckpointError: no trained model in the model directory.
+        CheckpointError: no trained model in the model directory, or another predict run (a watcher)
+            holds the CSV (checked before the model loads).
         DatasetError: the predict folder does not exist.
         OSError: the CSV cannot be written (checked before any work).
     """
     model_dir = setting.model_path
-    paths, skipped = files_to_predict(setting.predict_path)
     csv_path = Path(output) if output else model_dir / artifacts.PREDICTIONS
+    paths, skipped = files_to_predict(setting.predict_path)
+    # The CSV of an earlier run inside the folder is ours, not an image to list as skipped each time.
+    paths = [path for path in paths if not same_file(path, csv_path)]
     artifacts.check_output_csv(csv_path, model_dir)
     artifacts.ensure_writable(csv_path.parent, what="folder for the predictions CSV")
-    run = PredictionRun([], skipped)
-    # Decoding starts while the model loads; one thread, not processes: the model needs the cores.
-    with decode_chunks(paths, setting, processes=False) as chunks:
-        predictor = run.predictor = load_predictor(setting)
-        parts = [np.zeros((0, len(predictor.class_names)), dtype=np.float32)]
-        kept = [np.zeros(0, dtype=np.int64)]
-        with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
-            for chunk in chunks:
-                parts.append(predictor.probabilities(chunk.images))
-                kept.append(chunk.kept)
-                run.skipped.extend(chunk.failed)
-                bar.update(len(chunk.images) + len(chunk.failed))
-    run.skipped.sort()
-    probabilities, kept = np.concatenate(parts), np.concatenate(kept)
-    if len(kept) == 0:
-        return run
-    run.predictions = rank(probabilities, predictor.class_names, [paths[i] for i in kept], setting.min_confidence)
-    run.csv_path = csv_path
-    write_text(csv_path, to_csv(run.predictions))
+    # A watcher appending to this CSV is said now, and none starts on it until the new CSV is in place.
+    with locking.appender_lock(csv_path, create=False):
+        run = PredictionRun([], skipped)
+        # Decoding starts while the model loads; one thread, not processes: the model needs the cores.
+        with decode_chunks(paths, setting, processes=False) as chunks:
+            predictor = run.predictor = load_predictor(setting)
+            parts = [np.zeros((0, len(predictor.class_names)), dtype=np.float32)]
+            kept = [np.zeros(0, dtype=np.int64)]
+            with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
+                for chunk in chunks:
+                    parts.append(predictor.probabilities(chunk.images))
+                    kept.append(chunk.kept)
+                    run.skipped.extend(chunk.failed)
+                    bar.update(len(chunk.images) + len(chunk.failed))
+        run.skipped.sort()
+        probabilities, kept = np.concatenate(parts), np.concatenate(kept)
+        if len(kept) == 0:
+            return run
+        run.predictions = rank(probabilities, predictor.class_names, [paths[i] for i in kept],
+                               setting.min_confidence)
+        run.csv_path = csv_path
+        write_text(csv_path, to_csv(run.predictions))
     return run
 
 

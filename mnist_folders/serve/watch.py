@@ -1,9 +1,13 @@
 """``--mode predict --watch``: predict each image as it lands in the predict folder.
 
-The folder (sub-folders included) is listed every :data:`POLL_SECONDS`:
+The folder (sub-folders included) is polled every :data:`POLL_SECONDS`:
 polling, not file-system events, because it works the same on local disks,
-network shares and container mounts, where inotify events are often missing,
-and listing a drop folder is cheap. A file is taken once its size and
+network shares and container mounts, where inotify events are often missing.
+A poll lists the files only when a folder's modification time changed (a
+file was added, removed or renamed there), and at least every
+:data:`FULL_LISTING_SECONDS`; otherwise it looks at the folders and the
+files still settling only, so an idle watcher over a large folder costs
+next to nothing. A file is taken once its size and
 modification time have not changed for :data:`SETTLE_SECONDS` (a writer
 still copying it changes them); names with a temporary suffix
 (:data:`IN_PROGRESS_SUFFIXES`) or a leading dot wait for their rename.
@@ -16,6 +20,7 @@ batch in progress, with every row written.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -29,8 +34,8 @@ from pathlib import Path
 
 from .. import artifacts, locking
 from ..atomic import atomic_path
-from ..errors import CheckpointError, DatasetError
-from ..data.folders import list_files
+from ..errors import CheckpointError, DatasetError, SettingError
+from ..data.folders import is_model_dir, list_files
 from ..data.images import load_images
 from ..names import class_name_problem, display, safe_cell
 from .prediction import TOP_K, UNCERTAIN, Prediction, Predictor, csv_header, rank, to_csv
@@ -42,6 +47,8 @@ IDLE_AFTER_SECONDS = 2.0  # a folder unchanged this long is polled less often...
 IDLE_POLL_SECONDS = 2.0  # ... down to once every this many seconds (the longest wait for a new file)
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".!qb")
 BATCH = 256  # images per forward pass at most; a burst is split into batches
+FULL_LISTING_SECONDS = 30.0  # a full listing at least this often, whatever the folders' mtimes say
+MTIME_SLACK_NS = 2 * 10**9  # a folder changed this recently is listed again: mtime clocks can be coarse (FAT: 2 s)
 
 
 @dataclass
@@ -53,6 +60,8 @@ class WatchState:
     done: set[str] = field(default_factory=set)  # CSV path cells already written (earlier runs included)
     seen: dict[str, tuple[int, int, float]] = field(default_factory=dict)  # path -> (size, mtime_ns, since)
     last_change: float = field(default_factory=time.monotonic)  # when a file last appeared or changed
+    folders: dict[str, int] = field(default_factory=dict)  # folder -> mtime_ns at the last full listing
+    listed_at: float = float("-inf")  # when the last full listing was (monotonic seconds)
 
 
 def path_cell(path: str) -> str:
@@ -61,7 +70,7 @@ def path_cell(path: str) -> str:
 
 
 def read_done(csv_path: Path, header: list[str]) -> set[str]:
-    """The path cells of an existing predictions CSV; a trailing partial line is cut off first.
+    """The path cells of an existing predictions CSV; a trailing partial line (or header) is cut off first.
 
     Raises:
         DatasetError: the file's header is not ``header`` (another kind of
@@ -70,7 +79,9 @@ def read_done(csv_path: Path, header: list[str]) -> set[str]:
     if not csv_path.exists():
         return set()
     data = csv_path.read_bytes()
-    if not data:
+    if (",".join(header) + "\r\n").encode().startswith(data):  # empty, or the first write cut by a kill
+        with open(csv_path, "r+b") as f:
+            f.truncate(0)
         return set()
     # The header first, before anything is changed: a file that is not ours is never touched.
     end = data.find(b"\r\n")
@@ -136,19 +147,79 @@ def copy_into_class_folder(prediction: Prediction, root: Path) -> Path:
     return target
 
 
+def folder_mtimes(folder: Path) -> dict[str, int]:
+    """``folder``'s and each sub-folder's mtime (ns): the folders :func:`list_files` walks."""
+    mtimes = {}
+    for dirpath, dirnames, _ in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_model_dir(os.path.join(dirpath, d))]
+        with contextlib.suppress(OSError):
+            mtimes[dirpath] = os.stat(dirpath).st_mtime_ns
+    return mtimes
+
+
+def folders_unchanged(state: WatchState, now: float) -> bool:
+    """True when no folder listed last time changed since (nor so recently that a change in the same clock
+    tick could hide), and the last full listing is under :data:`FULL_LISTING_SECONDS` old."""
+    if not state.folders or now - state.listed_at >= FULL_LISTING_SECONDS:
+        return False
+    recent = time.time_ns() - MTIME_SLACK_NS
+    for path, mtime in state.folders.items():
+        try:
+            current = os.stat(path).st_mtime_ns
+        except OSError:
+            return False
+        if current != mtime or current >= recent:
+            return False
+    return True
+
+
+def check_sort_into(root: Path, class_names: list[str], predict_folder: Path, watching: bool) -> None:
+    """Refuse, before anything is predicted, a ``--sort-into`` folder ``root`` whose copies would be predicted
+    again (``root`` inside ``predict_folder``, or ``predict_folder`` a class folder ``root/<class>``), or a
+    folder or class folder (``root/<class>``, ``root/uncertain``) that cannot be made or written: found while
+    copying, a watcher stopped with the rows of its batch written, and those images were never sorted.
+
+    Raises:
+        SettingError: the copies would be predicted again (a watcher: at once, forever).
+        CheckpointError: a folder that cannot be made or written, named with why.
+    """
+    again = "at once" if watching else "by the next run"
+    folder = predict_folder.resolve()
+    inside = [root] if root.resolve().is_relative_to(folder) else \
+        [root / name for name in [*class_names, UNCERTAIN] if folder.is_relative_to((root / name).resolve())]
+    if inside:
+        raise SettingError(f"--sort-into {display(root)} puts copies in {display(inside[0])}, inside the "
+                           f"{'watched' if watching else 'predict'} folder {display(predict_folder)}: each copy "
+                           f"would be predicted and copied again ({again}); choose a folder outside it")
+    artifacts.check_creatable(root, what="--sort-into folder")
+    for name in [*class_names, UNCERTAIN]:
+        artifacts.check_creatable(root / name, what="--sort-into class folder")
+
+
 def ready_files(folder: Path, state: WatchState, now: float, settle: float,
-                ignore: frozenset[str] = frozenset()) -> list[str]:
+                ignore: frozenset[tuple[int, int]] = frozenset()) -> list[str]:
     """The files of ``folder`` not yet predicted nor skipped whose size and mtime settled ``settle`` seconds;
-    ``ignore``: absolute paths left out (the watcher's own CSV, when it lies in the folder)."""
-    files, _ = list_files(folder)
+    ``ignore``: ``(st_dev, st_ino)`` of files left out (the watcher's own CSV, when it lies in the folder,
+    under whatever name: ``folder`` may be reached through a link).
+
+    The folder is listed only when :func:`folders_unchanged` says it may have changed; otherwise only the
+    files of ``state.seen`` (still settling, or skipped: a skipped file rewritten is tried again) are looked at.
+    """
+    if folders_unchanged(state, now):
+        candidates = list(state.seen)
+    else:
+        state.folders, state.listed_at = folder_mtimes(folder), now
+        files, _ = list_files(folder)
+        candidates = [path for path in files
+                      if not path.lower().endswith(IN_PROGRESS_SUFFIXES) and path_cell(path) not in state.done]
     ready = []
-    for path in files:
-        if path.lower().endswith(IN_PROGRESS_SUFFIXES) or path_cell(path) in state.done \
-                or os.path.abspath(path) in ignore:
-            continue
+    for path in candidates:
         try:
             info = os.stat(path)
         except OSError:  # renamed or removed since the listing
+            state.seen.pop(path, None)
+            continue
+        if (info.st_dev, info.st_ino) in ignore:
             continue
         signature = (info.st_size, info.st_mtime_ns)
         previous = state.seen.get(path)
@@ -188,7 +259,7 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
     Raises:
         DatasetError: the predict folder does not exist, or ``output`` is
             not a predictions CSV of this model.
-        CheckpointError: another watcher appends to ``output``, or it is a
+        CheckpointError: another predict run writes ``output`` (its PID named), or it is a
             folder or a file of the model itself.
     """
     folder = setting.predict_path
@@ -196,16 +267,17 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
         raise DatasetError(f"{display(folder)}: no such folder to watch")
     csv_path = Path(output) if output else setting.model_path / artifacts.PREDICTIONS
     artifacts.check_output_csv(csv_path, setting.model_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)  # as batch predict: --output may name a new folder
     stop = stop or threading.Event()
     h, w, _ = setting.input_shape
     # A second watcher on this CSV stops here, before it reads (and may mend) the CSV or predicts anything.
     with locking.appender_lock(csv_path):
         state = WatchState(done=read_done(csv_path, csv_header(min(TOP_K, len(predictor.class_names)))))
+        own = os.stat(csv_path)  # the CSV grows after each batch: inside the folder it would be "skipped" each time
         handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             while not stop.is_set():
-                # The CSV grows after each batch: inside the folder it would be "skipped" again each time.
-                ready = ready_files(folder, state, time.monotonic(), settle, frozenset({os.path.abspath(csv_path)}))
+                ready = ready_files(folder, state, time.monotonic(), settle, frozenset({(own.st_dev, own.st_ino)}))
                 for start in range(0, len(ready), BATCH):
                     batch = ready[start : start + BATCH]
                     images, failed = load_images(batch, h, w, setting.color_mode, setting.resize_method)
@@ -221,6 +293,7 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
                     append_rows(csv_path, predictions)
                     for p in predictions:
                         state.done.add(path_cell(p.path))
+                        state.seen.pop(p.path, None)  # done: never looked at again
                         if sort_into is not None:
                             copy_into_class_folder(p, sort_into)
                         log(f"{display(p.path)}\t{display(p.class_name)}\t{p.confidence:.4f}")
