@@ -53,6 +53,7 @@ PREPROCESSING = "preprocessing.json"
 ARTIFACTS = "artifacts_sha256"  # preprocessing.json's record of each served file's digest
 REPRESENTATIVE_IMAGES = 300  # int8 calibration sample, spread over the classes
 OPSET = 17  # ONNX opset: onnxruntime 1.16 and later run it
+SAVEDMODEL_STAGING = ".saved_model.tmp"  # the SavedModel is written here, then renamed into place
 
 
 @dataclass
@@ -312,11 +313,15 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
         raise ValueError(f"unknown export format {unknown[0]!r} (choose from {', '.join(FORMATS)})")
     model_dir = setting.model_path
     artifacts.ensure_writable(model_dir)
+    digest = weights_digest(model_dir)
+    # Loaded (class names checked) before anything is written: a model that cannot be exported leaves no file.
+    model, setting, class_names = artifacts.load_trained_model(model_dir, setting, policy="float32")
     folder = model_dir / artifacts.EXPORT
     folder.mkdir(exist_ok=True)
-    remove_stale_temporaries(folder)  # what an export killed mid-write left (L2 of issue 24)
-    digest = weights_digest(model_dir)
-    model, setting, class_names = artifacts.load_trained_model(model_dir, setting, policy="float32")
+    # What an export killed mid-write left (L2 of issue 24): its SavedModel staging folder, and the temporaries
+    # of its own files only (a folder someone keeps there is not ours to delete).
+    shutil.rmtree(folder / SAVEDMODEL_STAGING, ignore_errors=True)
+    remove_stale_temporaries(folder, (LABELS, PREPROCESSING, *FILES.values()))
     trained_light = artifacts.light_background_share(model_dir) > 0.5
     temperature = artifacts.load_temperature(model_dir)
     serving = serving_model(model, setting, trained_light, temperature)
@@ -329,8 +334,7 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
 
     # The SavedModel comes first: the TFLite converters read it.
     started = time.perf_counter()
-    staging = folder / f".{FILES['savedmodel']}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = folder / SAVEDMODEL_STAGING
     try:
         if {"savedmodel", "tflite", "tflite_int8"} & set(formats):
             archive = keras.export.ExportArchive()

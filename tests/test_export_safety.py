@@ -1,0 +1,69 @@
+"""Export and the inference runtimes under hostile conditions (issue 24: M3, M5, M6, L1, L2, L18): a class name
+no file can carry, damaged or swapped artifacts, an export killed between two of its files, what a killed
+export leaves behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from test_nothing_escapes import _one_line_refusal
+
+CLI = str(REPO / "mnist_keras.py")
+
+
+@pytest.fixture
+def model_dir(exported, tmp_path) -> Path:
+    """A private copy of the exported fixture model (every format)."""
+    copy = tmp_path / "m"
+    shutil.copytree(exported, copy)
+    return copy
+
+
+def test_an_export_killed_mid_savedmodel_does_not_block_the_next_export(model_dir):
+    # L2: a kill while the SavedModel was written left export/.saved_model.tmp/ (a folder): every later export
+    # stopped on "error: .../.saved_model.tmp: Is a directory", and the stale temporaries stayed.
+    export = model_dir / "export"
+    (export / ".saved_model.tmp" / "variables").mkdir(parents=True)
+    (export / ".saved_model.tmp" / "saved_model.pb").write_bytes(b"half a graph")
+    (export / ".labels.txt.k3j4h5.tmp").write_text("0\n1\n")
+    (export / ".model.onnx.a8b7c6.tmp.onnx").write_bytes(b"\x08\x07")
+    (export / ".notes.tmp").write_text("not ours")  # a file no export writes is left alone
+    result = run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--format", "onnx", check=False)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in export.iterdir() if p.name.startswith(".")) == [".notes.tmp"]
+
+
+def test_a_class_name_no_file_can_carry_is_refused_before_anything_is_written(model_dir, small_data, tmp_path):
+    # M3: a hand-edited class_names.json holding a lone surrogate ("\ud800": valid JSON, no file name can
+    # hold it) was an internal error (exit 3) in every mode.
+    shutil.rmtree(model_dir / "export")
+    names_file = model_dir / "class_names.json"
+    names = json.loads(names_file.read_text())
+    names_file.write_text(json.dumps([*names[:3], "x\ud800", *names[4:]]))
+    result = run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--format", "onnx", check=False)
+    _one_line_refusal(result, str(names_file), "unpaired surrogate")
+    assert not (model_dir / "export").exists()
+    predicted = run_cli(CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(small_data / "tmp"),
+                        "--output", str(tmp_path / "p.csv"), "--runtime", "keras", check=False)
+    _one_line_refusal(predicted, str(names_file), "unpaired surrogate")
+
+
+def test_a_class_folder_name_that_is_not_utf8_is_exported_byte_for_byte(model_dir, small_data, tmp_path):
+    # M3: a class folder named with undecodable bytes (b"caf\xe9", Python's "caf\udce9") is a file name: its
+    # export writes labels.txt with those bytes, and the ONNX runtime gives the name back.
+    shutil.rmtree(model_dir / "export")
+    names_file = model_dir / "class_names.json"
+    names = json.loads(names_file.read_text())
+    names_file.write_text(json.dumps([*names[:3], "caf\udce9", *names[4:]]))
+    run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--format", "onnx")
+    assert sorted(p.name for p in (model_dir / "export").iterdir()) == ["labels.txt", "model.onnx",
+                                                                        "preprocessing.json"]
+    assert (model_dir / "export" / "labels.txt").read_bytes().splitlines()[3] == b"caf\xe9"
+    result = run_cli(CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(small_data / "tmp"),
+                     "--output", str(tmp_path / "p.csv"), "--runtime", "onnx", "--quiet")
+    assert "caf\\xe9" in result.stdout  # printed as display() writes it
