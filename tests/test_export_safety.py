@@ -67,3 +67,49 @@ def test_a_class_folder_name_that_is_not_utf8_is_exported_byte_for_byte(model_di
     result = run_cli(CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(small_data / "tmp"),
                      "--output", str(tmp_path / "p.csv"), "--runtime", "onnx", "--quiet")
     assert "caf\\xe9" in result.stdout  # printed as display() writes it
+
+
+def _predict(model_dir: Path, small_data: Path, output: Path, *args: str):
+    return run_cli(CLI, "--mode", "predict", "--model-dir", str(model_dir), "--input", str(small_data / "tmp"),
+                   "--output", str(output), "--quiet", *args, check=False)
+
+
+@pytest.mark.parametrize("damage", ["not an object", "no labels", "no preprocessing"])
+def test_a_damaged_export_description_is_one_line_and_auto_says_why_it_uses_keras(damage, model_dir, small_data,
+                                                                                 tmp_path):
+    # M5: preprocessing.json holding JSON that is not an object was an internal error (AttributeError, exit 3)
+    # in every runtime; a model.onnx without its labels.txt or preprocessing.json (the first export of a model
+    # cut short) made runtime auto use Keras without a word.
+    export = model_dir / "export"
+    damaged = {"not an object": export / "preprocessing.json", "no labels": export / "labels.txt",
+               "no preprocessing": export / "preprocessing.json"}[damage]
+    if damage == "not an object":
+        damaged.write_text("[1, 2]")
+    else:
+        damaged.unlink()
+    refused = _predict(model_dir, small_data, tmp_path / "onnx.csv", "--runtime", "onnx")
+    _one_line_refusal(refused, str(damaged), "run --mode export again, or predict with --runtime keras")
+    assert not (tmp_path / "onnx.csv").exists()
+    auto = _predict(model_dir, small_data, tmp_path / "auto.csv")
+    assert auto.returncode == 0 and "10 predicted" in auto.stdout and "(runtime keras)" in auto.stdout
+    assert auto.stderr.count("\n") == 1 and str(damaged) in auto.stderr, auto.stderr
+    assert auto.stderr.rstrip().endswith("; predicting with Keras (run --mode export again)")
+
+
+def test_a_keras_model_giving_nan_is_refused_not_served(trained_model, small_data, tmp_path):
+    # L18: NaN in best.weights.h5 (the Keras runtime checks no digest: the weights are the model) answered
+    # class 0 with confidence "nan" for every image.
+    import h5py
+    import numpy as np
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(trained_model, model_dir, ignore=shutil.ignore_patterns("export"))
+    with h5py.File(model_dir / "best.weights.h5", "r+") as weights:
+        kernels = []
+        weights.visititems(lambda name, item: kernels.append(item)
+                           if isinstance(item, h5py.Dataset) and name.startswith("layers/") else None)
+        kernels[-1][...] = np.nan
+    result = _predict(model_dir, small_data, tmp_path / "p.csv", "--runtime", "keras")
+    _one_line_refusal(result, str(model_dir / "best.weights.h5"),
+                      "gives outputs that are not probabilities (NaN or infinite values)")
+    assert not (tmp_path / "p.csv").exists()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -71,6 +72,17 @@ def file_digest(path: Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_digest(path: Path) -> str:
+    """SHA-256 (hex) of a file, or of a folder (a SavedModel): of each file's relative path and digest, in
+    sorted order. Raises OSError when it cannot be read."""
+    if not path.is_dir():
+        return file_digest(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(os.fsencode(file.relative_to(path)) + b"\0" + file_digest(file).encode() + b"\n")
     return digest.hexdigest()
 
 
@@ -270,7 +282,8 @@ def remove_stale_formats(folder: Path, description: dict, keep: tuple[str, ...])
     """Delete the formats not in ``keep`` unless the export in ``folder`` was made with the same
     ``description`` (weights, settings, temperature): the new ``preprocessing.json`` must not vouch for
     files of other weights or another inversion rule. Returns ``{file name: SHA-256}`` of the formats kept,
-    as the previous ``preprocessing.json`` recorded them (a kept file without a record is deleted too)."""
+    as the previous ``preprocessing.json`` recorded them (a kept file without a record, or not the file recorded,
+    is deleted too)."""
     try:
         previous = json.loads((folder / PREPROCESSING).read_text(encoding="utf-8"))
         recorded = dict(previous.pop(ARTIFACTS))
@@ -282,9 +295,8 @@ def remove_stale_formats(folder: Path, description: dict, keep: tuple[str, ...])
         path = folder / file
         if name in keep or not path.exists():
             continue
-        if same and (file in recorded or name == "savedmodel"):
-            if file in recorded:
-                kept[file] = recorded[file]
+        if same and file in recorded and artifact_digest(path) == recorded[file]:
+            kept[file] = recorded[file]
         elif path.is_dir():
             shutil.rmtree(path)
         else:
@@ -382,7 +394,7 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
     write_bytes(folder / LABELS, "".join(f"{name}\n" for name in class_names).encode("utf-8", "surrogateescape"))
     # preprocessing.json last: it commits the export. It records every served file's digest, so a file
     # another export (killed before this point) or a person put there is not served under it.
-    recorded.update({path.name: file_digest(path) for name, path in files.items() if name != "savedmodel"})
+    recorded.update({path.name: artifact_digest(path) for path in files.values()})
     recorded[LABELS] = file_digest(folder / LABELS)
     artifacts.write_json(folder / PREPROCESSING, {**description, ARTIFACTS: recorded})
     return ExportResult(folder, files, seconds)
