@@ -5,6 +5,7 @@ export leaves behind."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -113,3 +114,72 @@ def test_a_keras_model_giving_nan_is_refused_not_served(trained_model, small_dat
     _one_line_refusal(result, str(model_dir / "best.weights.h5"),
                       "gives outputs that are not probabilities (NaN or infinite values)")
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_an_export_killed_between_any_two_of_its_file_writes_is_never_served_half_new(exported, model_dir,
+                                                                                      small_data, tmp_path,
+                                                                                      monkeypatch):
+    # M6: SIGKILL of "export --invert true" between the model.onnx rename and preprocessing.json left the new
+    # (inverting) graph beside the old preprocessing.json, whose weights digest still matched: the default
+    # predict answered 0 of 10 samples right, silently. Here the model directory is copied after each change
+    # the export makes to export/ (each file renamed into place or removed): each copy is the model directory
+    # a kill at that point leaves. Each runtime either refuses it or predicts with one whole export.
+    import numpy as np
+
+    from mnist_folders.data.images import load_image
+    from mnist_folders.errors import CheckpointError
+    from mnist_folders.serve.runtime import ExportedModel
+
+    export, states = model_dir / "export", []
+
+    def after(change, moves: bool):
+        def changed(path, *args, **kwargs):
+            result = change(path, *args, **kwargs)
+            target = Path(args[0] if moves else path)
+            if target.parent == export and not target.name.startswith("."):  # not a temporary
+                states.append(tmp_path / f"killed{len(states)}")
+                # Hard links: the export replaces files by renames (new inodes), never rewrites one in place.
+                shutil.copytree(model_dir, states[-1], ignore=shutil.ignore_patterns(".saved_model.tmp"),
+                                copy_function=os.link)
+            return result
+        return changed
+
+    for owner, name in ((os, "replace"), (Path, "rename"), (Path, "unlink"), (shutil, "rmtree")):
+        monkeypatch.setattr(owner, name, after(getattr(owner, name), moves=name in ("replace", "rename")))
+    run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--format", "savedmodel,tflite,onnx",
+            "--invert", "true")
+    monkeypatch.undo()
+    # The old int8 file removed, 3 formats, labels.txt, preprocessing.json; the SavedModel's old folder removed.
+    assert len(states) >= 7, [sorted(p.name for p in (s / "export").iterdir()) for s in states]
+    # Every file of the export is recorded (the SavedModel was not: a half-new one was vouched for).
+    manifest = json.loads((export / "preprocessing.json").read_text())
+    assert sorted(manifest["artifacts_sha256"]) == sorted(p.name for p in export.iterdir()
+                                                          if p.name != "preprocessing.json")
+    from mnist_folders.serve.deploy import artifact_digest
+    from mnist_folders.serve.runtime import vouched_export
+
+
+    samples = sorted((small_data / "tmp").glob("sample_*.png"))
+    images = np.stack([load_image(p, 28, 28, "grayscale", "stretch") for p in samples])
+    labels = np.array([int(p.stem.split("_")[1]) for p in samples])
+    old_savedmodel, new_savedmodel = (artifact_digest(d / "export" / "saved_model") for d in (exported, model_dir))
+    for state in states:
+        for runtime in ("onnx", "tflite", "tflite_int8"):
+            try:
+                exported = ExportedModel(state, runtime)
+            except CheckpointError:
+                continue  # refused: predict says so, and auto uses Keras
+            given = 255 - images if exported.invert == "true" else images  # what this export was made for
+            right = int((exported.predict(given).argmax(axis=1) == labels).sum())
+            assert right >= 8, f"{state.name}, {runtime} (invert {exported.invert}): {right} of 10 right"
+        try:
+            preprocessing, _ = vouched_export(state, state / "export" / "saved_model")
+        except CheckpointError:
+            continue
+        expected = old_savedmodel if preprocessing["invert"]["setting"] == "auto" else new_savedmodel
+        assert artifact_digest(state / "export" / "saved_model") == expected, f"{state.name}: a SavedModel of " \
+            "another export vouched for"
+    default = _predict(states[-2], small_data, tmp_path / "p.csv")  # killed just before preprocessing.json
+    assert default.returncode == 0 and "(runtime keras)" in default.stdout
+    rows = (tmp_path / "p.csv").read_text().splitlines()[1:]
+    assert sum(Path(row.split(",")[0]).stem == f"sample_{row.split(',')[1]}" for row in rows) >= 8
