@@ -183,3 +183,22 @@ def test_an_export_killed_between_any_two_of_its_file_writes_is_never_served_hal
     assert default.returncode == 0 and "(runtime keras)" in default.stdout
     rows = (tmp_path / "p.csv").read_text().splitlines()[1:]
     assert sum(Path(row.split(",")[0]).stem == f"sample_{row.split(',')[1]}" for row in rows) >= 8
+
+
+@pytest.mark.parametrize("full_at", ["labels.txt", "preprocessing.json"])
+def test_a_disk_filling_up_as_the_export_is_committed_is_said_so(full_at, model_dir, monkeypatch):
+    # L1: the disk filling up as labels.txt or preprocessing.json was written came out as
+    # "error: .../export/.labels.txt.mtjy5tfr.tmp: No space left on device": a hidden temporary's name.
+    import errno
+
+    real = Path.write_bytes
+
+    def fills_the_disk(self, data):
+        if self.name.startswith(f".{full_at}."):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", fills_the_disk)
+    result = run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--format", "onnx", check=False)
+    _one_line_refusal(result, "disk full while exporting; free space and export again", str(model_dir / "export"))
+    assert ".tmp" not in result.stderr and not list((model_dir / "export").glob(".*"))

@@ -382,6 +382,13 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
             staging.rename(final)
             files["savedmodel"] = final
             log(f"savedmodel: {display(final)} (signatures serve, serve_bytes; {seconds['savedmodel']:.1f} s)")
+        # A class folder whose name is not UTF-8 keeps its bytes (surrogateescape), as runtime.py reads them back.
+        write_bytes(folder / LABELS, "".join(f"{name}\n" for name in class_names).encode("utf-8", "surrogateescape"))
+        # preprocessing.json last: it commits the export. It records every served file's digest, so a file
+        # another export (killed before this point) or a person put there is not served under it.
+        recorded.update({path.name: artifact_digest(path) for path in files.values()})
+        recorded[LABELS] = file_digest(folder / LABELS)
+        artifacts.write_json(folder / PREPROCESSING, {**description, ARTIFACTS: recorded})
     except Exception as exc:
         # TensorFlow reports a full disk as ResourceExhaustedError, which reads as "out of memory".
         if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc):
@@ -390,11 +397,4 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    # A class folder whose name is not UTF-8 keeps its bytes (surrogateescape), as runtime.py reads them back.
-    write_bytes(folder / LABELS, "".join(f"{name}\n" for name in class_names).encode("utf-8", "surrogateescape"))
-    # preprocessing.json last: it commits the export. It records every served file's digest, so a file
-    # another export (killed before this point) or a person put there is not served under it.
-    recorded.update({path.name: artifact_digest(path) for path in files.values()})
-    recorded[LABELS] = file_digest(folder / LABELS)
-    artifacts.write_json(folder / PREPROCESSING, {**description, ARTIFACTS: recorded})
     return ExportResult(folder, files, seconds)
