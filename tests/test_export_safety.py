@@ -202,3 +202,22 @@ def test_a_disk_filling_up_as_the_export_is_committed_is_said_so(full_at, model_
     result = run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--format", "onnx", check=False)
     _one_line_refusal(result, "disk full while exporting; free space and export again", str(model_dir / "export"))
     assert ".tmp" not in result.stderr and not list((model_dir / "export").glob(".*"))
+
+
+def test_a_second_export_of_one_model_at_once_is_refused(model_dir):
+    # L2: two exports at once removed each other's files mid-write (the SavedModel staging folder, each other's
+    # temporaries): "error: .../export/.saved_model.tmp: Is a directory". The export holds a lock (here held
+    # as the first export would hold it) and a second one stops before touching export/.
+    import fcntl
+
+    from test_nothing_escapes import _snapshot
+
+    before = _snapshot(model_dir / "export")
+    with open(model_dir / ".export.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        result = run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--format", "onnx", check=False)
+    _one_line_refusal(result, f"another export of this model is running (PID {os.getpid()}); wait for it")
+    assert _snapshot(model_dir / "export") == before
+    run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--format", "onnx")  # once it has finished

@@ -42,6 +42,7 @@ import numpy as np
 from .. import artifacts
 from ..atomic import atomic_path, remove_stale_temporaries, write_bytes
 from ..errors import CheckpointError, DatasetError
+from ..locking import export_lock
 from ..data.images import SCALE
 from ..names import display
 from ..settings import Setting
@@ -315,16 +316,23 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
     Raises:
         CheckpointError: no trained model in ``setting.model_path``.
         DatasetError: ``tflite_int8`` without a readable train tree.
+        CheckpointError: another export of the model is running.
         ValueError: an unknown format name.
     """
-    import keras
-    import tensorflow as tf
-
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown export format {unknown[0]!r} (choose from {', '.join(FORMATS)})")
+    artifacts.ensure_writable(setting.model_path)
+    with export_lock(setting.model_path):  # a second export would remove this one's temporaries mid-write
+        return _export_locked(setting, formats, log)
+
+
+def _export_locked(setting: Setting, formats: tuple[str, ...], log) -> ExportResult:
+    """:func:`export`, holding the model directory's export lock."""
+    import keras
+    import tensorflow as tf
+
     model_dir = setting.model_path
-    artifacts.ensure_writable(model_dir)
     digest = weights_digest(model_dir)
     # Loaded (class names checked) before anything is written: a model that cannot be exported leaves no file.
     model, setting, class_names = artifacts.load_trained_model(model_dir, setting, policy="float32")
