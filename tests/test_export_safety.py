@@ -221,3 +221,22 @@ def test_a_second_export_of_one_model_at_once_is_refused(model_dir):
     _one_line_refusal(result, f"another export of this model is running (PID {os.getpid()}); wait for it")
     assert _snapshot(model_dir / "export") == before
     run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--format", "onnx")  # once it has finished
+
+
+def test_the_server_answers_a_class_folder_name_that_is_not_utf8(model_dir, small_data, tmp_path):
+    # M3 (serving): a class named b"caf\xe9" made every answer of that class, and /metadata, an HTTP 500
+    # (UnicodeEncodeError in the JSON response); it is written as predict prints it, "caf\xe9".
+    from test_serve import Server
+
+    names_file = model_dir / "class_names.json"
+    names = json.loads(names_file.read_text())
+    names_file.write_text(json.dumps(["caf\udce9", *names[1:]]))
+    run_cli(CLI, "--mode", "export", "--model-dir", str(model_dir), "--format", "onnx")
+    with Server(model_dir, tmp_path) as server:
+        metadata = server.client.get("/metadata")
+        assert metadata.status_code == 200 and metadata.json()["classes"][0] == "caf\\xe9", metadata.text
+        zero = (small_data / "tmp" / "sample_0.png").read_bytes()
+        response = server.client.post("/predict", files=[("file", ("zero.png", zero))])
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0]["class"] == "caf\\xe9"
+        assert server.stop() == 0
