@@ -75,17 +75,19 @@ def _predict(model_dir: Path, small_data: Path, output: Path, *args: str):
                    "--output", str(output), "--quiet", *args, check=False)
 
 
-@pytest.mark.parametrize("damage", ["not an object", "no labels", "no preprocessing"])
+@pytest.mark.parametrize("damage", ["not an object", "shape of text", "no labels", "no preprocessing"])
 def test_a_damaged_export_description_is_one_line_and_auto_says_why_it_uses_keras(damage, model_dir, small_data,
                                                                                  tmp_path):
-    # M5: preprocessing.json holding JSON that is not an object was an internal error (AttributeError, exit 3)
-    # in every runtime; a model.onnx without its labels.txt or preprocessing.json (the first export of a model
+    # M5: preprocessing.json holding JSON that is not an object, or a shape of text, was an internal error
+    # (AttributeError, TypeError: exit 3) in every runtime; a model.onnx without its labels.txt or preprocessing.json (the first export of a model
     # cut short) made runtime auto use Keras without a word.
     export = model_dir / "export"
-    damaged = {"not an object": export / "preprocessing.json", "no labels": export / "labels.txt",
-               "no preprocessing": export / "preprocessing.json"}[damage]
+    damaged = export / ("labels.txt" if damage == "no labels" else "preprocessing.json")
     if damage == "not an object":
         damaged.write_text("[1, 2]")
+    elif damage == "shape of text":  # was a TypeError (exit 3) as the runtime was tried on a black image
+        description = json.loads(damaged.read_text())
+        damaged.write_text(json.dumps({**description, "input": {**description["input"], "shape": [None, "x"]}}))
     else:
         damaged.unlink()
     refused = _predict(model_dir, small_data, tmp_path / "onnx.csv", "--runtime", "onnx")

@@ -49,10 +49,12 @@ def _manifest(path: Path) -> dict:
         raise UnusableExport(f"{display(path)}: missing (an export was cut short)") from None
     except (OSError, ValueError) as exc:
         raise UnusableExport(f"{display(path)}: unreadable ({getattr(exc, 'strerror', None) or exc})") from None
-    if not (isinstance(data, dict) and isinstance(data.get("input"), dict)
-            and isinstance(data["input"].get("shape"), list) and isinstance(data.get("invert"), dict)
+    objects = isinstance(data, dict) and isinstance(data.get("input"), dict) and isinstance(data.get("invert"), dict)
+    shape = data["input"].get("shape") if objects else None
+    if not (objects and isinstance(shape, list) and len(shape) == 4 and shape[0] is None
+            and all(type(side) is int and side > 0 for side in shape[1:])
             and isinstance(data["invert"].get("setting"), str) and isinstance(data.get(ARTIFACTS), dict)
-            and isinstance(data.get("temperature", 1.0), (int, float))):
+            and type(data.get("temperature", 1.0)) in (int, float)):
         raise UnusableExport(f"{display(path)}: not an export description (the input shape, the invert rule, "
                              f"the temperature or {ARTIFACTS} missing or of the wrong type)")
     return data
