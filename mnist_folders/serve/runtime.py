@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import artifacts
 from ..errors import CheckpointError
-from ..names import display
+from ..names import class_name_problem, display
 
 RUNTIMES = {"onnx": "model.onnx", "tflite": "model.tflite", "tflite_int8": "model_int8.tflite"}
 BATCH = 256  # images per call: larger batches gain nothing on CPU (bench/export_parity.py)
@@ -69,8 +69,8 @@ def vouched_export(model_dir: Path, artifact: Path) -> tuple[dict, list[str]]:
     Raises:
         CheckpointError: no ``artifact``, or an export of other weights than the model's ``best.weights.h5``
             (exported before a new training).
-        UnusableExport: ``preprocessing.json`` or ``labels.txt`` missing or damaged, or a file that is not
-            the one recorded.
+        UnusableExport: ``preprocessing.json`` or ``labels.txt`` missing or damaged, a class name that
+            could not be a folder name, or a file that is not the one recorded.
     """
     from .deploy import ARTIFACTS, LABELS, PREPROCESSING, artifact_digest, weights_digest
 
@@ -82,16 +82,18 @@ def vouched_export(model_dir: Path, artifact: Path) -> tuple[dict, list[str]]:
     if preprocessing.get("source_weights_sha256") != weights_digest(model_dir):
         raise CheckpointError(f"{display(folder)}: exported from an earlier training run of this model "
                               "directory; run --mode export again")
+    try:
+        class_names = (folder / LABELS).read_bytes().decode("utf-8", "surrogateescape").splitlines()
+    except OSError as exc:
+        raise UnusableExport(f"{display(folder / LABELS)}: unreadable ({exc.strerror or exc})") from None
+    # Names that could not be folders are refused first (--sort-into would write outside its folder).
+    problem = next(filter(None, map(class_name_problem, class_names)), None)
+    if problem:
+        raise UnusableExport(f"{display(folder / LABELS)}: {problem}")
     for path in (artifact, folder / LABELS):
-        try:
-            digest = artifact_digest(path)
-        except OSError as exc:
-            raise UnusableExport(f"{display(path)}: unreadable ({exc.strerror or exc})") from None
-        if preprocessing[ARTIFACTS].get(path.name) != digest:
+        if preprocessing[ARTIFACTS].get(path.name) != artifact_digest(path):
             raise UnusableExport(f"{display(path)}: not the file preprocessing.json vouches for (another "
                                  "export was cut short, or it was replaced)")
-    class_names = (folder / LABELS).read_bytes().decode("utf-8", "surrogateescape").splitlines()
-    artifacts.check_class_names(class_names, folder / LABELS)
     return preprocessing, class_names
 
 
