@@ -308,21 +308,23 @@ def remove_stale_formats(folder: Path, description: dict, keep: tuple[str, ...])
 def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> ExportResult:
     """Write ``<model_dir>/export/``: the chosen ``formats``, ``labels.txt`` and ``preprocessing.json``.
 
-    Each artifact is built in a temporary folder and renamed into place, so
-    a failed or interrupted export leaves the previous files, never half of a
-    new one. ``tflite_int8`` reads :data:`REPRESENTATIVE_IMAGES` images of
+    Each artifact is built in a temporary folder and renamed into place, and
+    ``preprocessing.json``, written last, records the SHA-256 of each: after
+    a failed or interrupted export the runtimes serve no file it does not
+    vouch for. ``tflite_int8`` reads :data:`REPRESENTATIVE_IMAGES` images of
     ``setting.train_path``.
 
     Raises:
-        CheckpointError: no trained model in ``setting.model_path``.
+        CheckpointError: no trained model in ``setting.model_path``, or another export of it running.
         DatasetError: ``tflite_int8`` without a readable train tree.
-        CheckpointError: another export of the model is running.
+        OSError: the disk filled up (``ENOSPC``, said as such) or another system error.
         ValueError: an unknown format name.
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown export format {unknown[0]!r} (choose from {', '.join(FORMATS)})")
     artifacts.ensure_writable(setting.model_path)
+    weights_digest(setting.model_path)  # no trained model: said before the lock file is made in the folder
     with export_lock(setting.model_path):  # a second export would remove this one's temporaries mid-write
         return _export_locked(setting, formats, log)
 
