@@ -7,6 +7,8 @@ runs never write one model directory and readers never load a half-replaced one.
 - :func:`files_lock`: held briefly, shared by readers while they load a
   model's files, exclusive by ``train`` while it replaces the previous model
   with a new one (see :func:`mnist_folders.artifacts.promote`).
+- :func:`export_lock`: held by an export while it writes ``export/``,
+  exclusive and non-blocking.
 - :func:`appender_lock`: held by ``predict`` (``--watch`` or not) on its CSV.
 
 ``flock`` locks belong to the open file and vanish with the process, so a
@@ -16,7 +18,7 @@ killed run never leaves a stale lock behind. The lock files are hidden.
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import CheckpointError
@@ -24,29 +26,49 @@ from .names import display
 
 TRAINING_LOCK = ".train.lock"
 FILES_LOCK = ".files.lock"
+EXPORT_LOCK = ".export.lock"
 
 
 @contextlib.contextmanager
-def training_lock(model_dir: Path) -> Iterator[None]:
-    """Hold ``model_dir``'s training lock.
+def _pid_lock(path: Path, busy: Callable[[str], str]) -> Iterator[None]:
+    """Hold an exclusive, non-blocking lock on ``path``, writing our PID into it.
 
     Raises:
-        CheckpointError: another process holds it (its PID is named).
+        CheckpointError: another process holds it: ``busy(its PID)``.
     """
-    path = model_dir / TRAINING_LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise CheckpointError(f"{display(model_dir)}: in use by another training run (PID {holder}); "
-                                  "wait for it or choose another --model-dir") from None
+            raise CheckpointError(busy(holder)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def training_lock(model_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold ``model_dir``'s training lock.
+
+    Raises:
+        CheckpointError: another process holds it (its PID is named).
+    """
+    return _pid_lock(model_dir / TRAINING_LOCK, lambda pid: f"{display(model_dir)}: in use by another training "
+                     f"run (PID {pid}); wait for it or choose another --model-dir")
+
+
+def export_lock(model_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold ``model_dir``'s export lock while ``export/`` is written: two exports at once removed each other's
+    files half-written (one SavedModel staging folder, each other's temporaries).
+
+    Raises:
+        CheckpointError: another export of this model directory is running (its PID is named).
+    """
+    return _pid_lock(model_dir / EXPORT_LOCK, lambda pid: f"{display(model_dir)}: another export of this "
+                     f"model is running (PID {pid}); wait for it")
 
 
 @contextlib.contextmanager

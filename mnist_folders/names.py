@@ -31,14 +31,18 @@ MAX_CLASS_NAME_BYTES = 255  # a file name's limit on Linux and macOS: a class na
 
 def class_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a class name (it becomes a folder of ``--sort-into`` and a line of
-    ``labels.txt``), or ``None``: empty, ``.`` or ``..``, a path separator, a NUL, a line break, or longer
-    than :data:`MAX_CLASS_NAME_BYTES` bytes."""
+    ``labels.txt``), or ``None``: empty, ``.`` or ``..``, a character no file name can hold, a path separator,
+    a NUL, a line break, or longer than :data:`MAX_CLASS_NAME_BYTES` bytes."""
     if name in ("", ".", ".."):
         return f"class name {name!r} is not a folder name"
+    try:
+        size = len(os.fsencode(name))
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800": JSON holds one, no file name can
+        return f"class name {ascii(name)} holds a character no file name can (an unpaired surrogate)"
     for bad, what in (("/", "a path separator"), ("\\", "a path separator"), ("\0", "a NUL"),
                       ("\n", "a line break"), ("\r", "a line break")):
         if bad in name:
             return f"class name {display(name)!r} holds {what}"
-    if len(os.fsencode(name)) > MAX_CLASS_NAME_BYTES:
+    if size > MAX_CLASS_NAME_BYTES:
         return f"class name {display(name)[:40]!r}... is longer than {MAX_CLASS_NAME_BYTES} bytes"
     return None

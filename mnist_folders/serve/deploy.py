@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ import numpy as np
 from .. import artifacts
 from ..atomic import atomic_path, remove_stale_temporaries, write_bytes
 from ..errors import CheckpointError, DatasetError
+from ..locking import export_lock
 from ..data.images import SCALE
 from ..names import display
 from ..settings import Setting
@@ -53,6 +55,7 @@ PREPROCESSING = "preprocessing.json"
 ARTIFACTS = "artifacts_sha256"  # preprocessing.json's record of each served file's digest
 REPRESENTATIVE_IMAGES = 300  # int8 calibration sample, spread over the classes
 OPSET = 17  # ONNX opset: onnxruntime 1.16 and later run it
+SAVEDMODEL_STAGING = ".saved_model.tmp"  # the SavedModel is written here, then renamed into place
 
 
 @dataclass
@@ -70,6 +73,17 @@ def file_digest(path: Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_digest(path: Path) -> str:
+    """SHA-256 (hex) of a file, or of a folder (a SavedModel): of each file's relative path and digest, in
+    sorted order. Raises OSError when it cannot be read."""
+    if not path.is_dir():
+        return file_digest(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(os.fsencode(file.relative_to(path)) + b"\0" + file_digest(file).encode() + b"\n")
     return digest.hexdigest()
 
 
@@ -269,7 +283,8 @@ def remove_stale_formats(folder: Path, description: dict, keep: tuple[str, ...])
     """Delete the formats not in ``keep`` unless the export in ``folder`` was made with the same
     ``description`` (weights, settings, temperature): the new ``preprocessing.json`` must not vouch for
     files of other weights or another inversion rule. Returns ``{file name: SHA-256}`` of the formats kept,
-    as the previous ``preprocessing.json`` recorded them (a kept file without a record is deleted too)."""
+    as the previous ``preprocessing.json`` recorded them (a kept file without a record, or not the file recorded,
+    is deleted too)."""
     try:
         previous = json.loads((folder / PREPROCESSING).read_text(encoding="utf-8"))
         recorded = dict(previous.pop(ARTIFACTS))
@@ -281,9 +296,8 @@ def remove_stale_formats(folder: Path, description: dict, keep: tuple[str, ...])
         path = folder / file
         if name in keep or not path.exists():
             continue
-        if same and (file in recorded or name == "savedmodel"):
-            if file in recorded:
-                kept[file] = recorded[file]
+        if same and file in recorded and artifact_digest(path) == recorded[file]:
+            kept[file] = recorded[file]
         elif path.is_dir():
             shutil.rmtree(path)
         else:
@@ -294,29 +308,42 @@ def remove_stale_formats(folder: Path, description: dict, keep: tuple[str, ...])
 def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> ExportResult:
     """Write ``<model_dir>/export/``: the chosen ``formats``, ``labels.txt`` and ``preprocessing.json``.
 
-    Each artifact is built in a temporary folder and renamed into place, so
-    a failed or interrupted export leaves the previous files, never half of a
-    new one. ``tflite_int8`` reads :data:`REPRESENTATIVE_IMAGES` images of
+    Each artifact is built in a temporary folder and renamed into place, and
+    ``preprocessing.json``, written last, records the SHA-256 of each: after
+    a failed or interrupted export the runtimes serve no file it does not
+    vouch for. ``tflite_int8`` reads :data:`REPRESENTATIVE_IMAGES` images of
     ``setting.train_path``.
 
     Raises:
-        CheckpointError: no trained model in ``setting.model_path``.
+        CheckpointError: no trained model in ``setting.model_path``, or another export of it running.
         DatasetError: ``tflite_int8`` without a readable train tree.
+        OSError: the disk filled up (``ENOSPC``, said as such) or another system error.
         ValueError: an unknown format name.
     """
-    import keras
-    import tensorflow as tf
-
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown export format {unknown[0]!r} (choose from {', '.join(FORMATS)})")
+    artifacts.ensure_writable(setting.model_path)
+    weights_digest(setting.model_path)  # no trained model: said before the lock file is made in the folder
+    with export_lock(setting.model_path):  # a second export would remove this one's temporaries mid-write
+        return _export_locked(setting, formats, log)
+
+
+def _export_locked(setting: Setting, formats: tuple[str, ...], log) -> ExportResult:
+    """:func:`export`, holding the model directory's export lock."""
+    import keras
+    import tensorflow as tf
+
     model_dir = setting.model_path
-    artifacts.ensure_writable(model_dir)
+    digest = weights_digest(model_dir)
+    # Loaded (class names checked) before anything is written: a model that cannot be exported leaves no file.
+    model, setting, class_names = artifacts.load_trained_model(model_dir, setting, policy="float32")
     folder = model_dir / artifacts.EXPORT
     folder.mkdir(exist_ok=True)
-    remove_stale_temporaries(folder)  # what an export killed mid-write left (L2 of issue 24)
-    digest = weights_digest(model_dir)
-    model, setting, class_names = artifacts.load_trained_model(model_dir, setting, policy="float32")
+    # What an export killed mid-write left (L2 of issue 24): its SavedModel staging folder, and the temporaries
+    # of its own files only (a folder someone keeps there is not ours to delete).
+    shutil.rmtree(folder / SAVEDMODEL_STAGING, ignore_errors=True)
+    remove_stale_temporaries(folder, (LABELS, PREPROCESSING, *FILES.values()))
     trained_light = artifacts.light_background_share(model_dir) > 0.5
     temperature = artifacts.load_temperature(model_dir)
     serving = serving_model(model, setting, trained_light, temperature)
@@ -329,8 +356,7 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
 
     # The SavedModel comes first: the TFLite converters read it.
     started = time.perf_counter()
-    staging = folder / f".{FILES['savedmodel']}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = folder / SAVEDMODEL_STAGING
     try:
         if {"savedmodel", "tflite", "tflite_int8"} & set(formats):
             archive = keras.export.ExportArchive()
@@ -366,6 +392,13 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
             staging.rename(final)
             files["savedmodel"] = final
             log(f"savedmodel: {display(final)} (signatures serve, serve_bytes; {seconds['savedmodel']:.1f} s)")
+        # A class folder whose name is not UTF-8 keeps its bytes (surrogateescape), as runtime.py reads them back.
+        write_bytes(folder / LABELS, "".join(f"{name}\n" for name in class_names).encode("utf-8", "surrogateescape"))
+        # preprocessing.json last: it commits the export. It records every served file's digest, so a file
+        # another export (killed before this point) or a person put there is not served under it.
+        recorded.update({path.name: artifact_digest(path) for path in files.values()})
+        recorded[LABELS] = file_digest(folder / LABELS)
+        artifacts.write_json(folder / PREPROCESSING, {**description, ARTIFACTS: recorded})
     except Exception as exc:
         # TensorFlow reports a full disk as ResourceExhaustedError, which reads as "out of memory".
         if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc):
@@ -374,11 +407,4 @@ def export(setting: Setting, formats: tuple[str, ...] = FORMATS, log=print) -> E
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    # A class folder whose name is not UTF-8 keeps its bytes (surrogateescape), as runtime.py reads them back.
-    write_bytes(folder / LABELS, "".join(f"{name}\n" for name in class_names).encode("utf-8", "surrogateescape"))
-    # preprocessing.json last: it commits the export. It records every served file's digest, so a file
-    # another export (killed before this point) or a person put there is not served under it.
-    recorded.update({path.name: file_digest(path) for name, path in files.items() if name != "savedmodel"})
-    recorded[LABELS] = file_digest(folder / LABELS)
-    artifacts.write_json(folder / PREPROCESSING, {**description, ARTIFACTS: recorded})
     return ExportResult(folder, files, seconds)

@@ -24,7 +24,7 @@ from .. import artifacts
 from ..data.decoding import decode_images
 from ..data.folders import index_tree
 from .prediction import load_predictor
-from .runtime import ExportedModel
+from .runtime import ExportedModel, vouched_export
 from ..settings import Setting
 
 LATENCY_BATCH = 256
@@ -81,7 +81,8 @@ def compare(setting: Setting, formats: tuple[str, ...], limit: int | None = None
     another dtype policy than the trained one.
 
     Raises:
-        CheckpointError: no model, or no current export of a format.
+        CheckpointError: no model, or no current export of a format (UnusableExport: a file of it is
+            not the one its ``preprocessing.json`` records).
         DatasetError: no test tree.
     """
     from .deploy import FILES
@@ -102,6 +103,7 @@ def compare(setting: Setting, formats: tuple[str, ...], limit: int | None = None
             import tensorflow as tf
 
             folder = model_dir / artifacts.EXPORT / FILES["savedmodel"]
+            vouched_export(model_dir, folder)  # the SavedModel of the current export, not one cut short
             loaded = tf.saved_model.load(str(folder))
             if name == "savedmodel":
                 serve = loaded.signatures["serve"]

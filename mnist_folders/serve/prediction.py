@@ -126,7 +126,9 @@ def load_predictor(setting: Setting, policy: str | None = None) -> Predictor:
     Raises:
         CheckpointError: no trained model; for an exported runtime, no
             current export, one built with another ``invert`` setting, or the
-            runtime library missing.
+            runtime library missing. The returned ``probabilities`` raise it
+            (``UnusableExport`` for an export) when the model's outputs are
+            not probabilities (NaN, negative, rows not summing to 1).
     """
     model_dir = setting.model_path
     runtime = choose_runtime(setting)
@@ -140,13 +142,20 @@ def load_predictor(setting: Setting, policy: str | None = None) -> Predictor:
                                   "or predict with --runtime keras")
         exported.load()  # a file the runtime cannot load is said before any image is read
         return Predictor(exported.predict, exported.class_names, runtime, display(exported.path))
+    from .runtime import probability_problem
+
     model, _, class_names = artifacts.load_trained_model(model_dir, setting, policy)
     trained_light = artifacts.light_background_share(model_dir) > 0.5
     temperature = artifacts.load_temperature(model_dir)
 
     def probabilities(images: np.ndarray) -> np.ndarray:
         images = invert_where_needed(images, setting.invert, trained_light)
-        return calibration.apply_temperature(predict_probabilities(model, images), temperature)
+        result = calibration.apply_temperature(predict_probabilities(model, images), temperature)
+        problem = probability_problem(result)  # NaN weights answer class 0 at "nan" otherwise (L18 of issue 24)
+        if problem:
+            raise CheckpointError(f"{display(model_dir / artifacts.BEST_WEIGHTS)}: the model {problem}; "
+                                  "its weights are damaged: train again")
+        return result
 
     return Predictor(probabilities, class_names, "keras", display(model_dir))
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import artifacts
 from ..errors import CheckpointError
-from ..names import display
+from ..names import class_name_problem, display
 
 RUNTIMES = {"onnx": "model.onnx", "tflite": "model.tflite", "tflite_int8": "model_int8.tflite"}
 BATCH = 256  # images per call: larger batches gain nothing on CPU (bench/export_parity.py)
@@ -32,6 +32,83 @@ class UnusableExport(CheckpointError):
     def __init__(self, problem: str):
         super().__init__(f"{problem}; run --mode export again, or predict with --runtime keras")
         self.problem = problem
+
+
+def _manifest(path: Path) -> dict:
+    """``preprocessing.json`` at ``path``, checked to hold what a runtime reads from it.
+
+    Raises:
+        UnusableExport: missing beside an artifact (the first export was cut short), unreadable, not JSON,
+            or without the input shape, the inversion rule or the artifacts' digests.
+    """
+    from .deploy import ARTIFACTS
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UnusableExport(f"{display(path)}: missing (an export was cut short)") from None
+    except (OSError, ValueError) as exc:
+        raise UnusableExport(f"{display(path)}: unreadable ({getattr(exc, 'strerror', None) or exc})") from None
+    objects = isinstance(data, dict) and isinstance(data.get("input"), dict) and isinstance(data.get("invert"), dict)
+    shape = data["input"].get("shape") if objects else None
+    if not (objects and isinstance(shape, list) and len(shape) == 4 and shape[0] is None
+            and all(type(side) is int and side > 0 for side in shape[1:])
+            and isinstance(data["invert"].get("setting"), str) and isinstance(data.get(ARTIFACTS), dict)
+            and type(data.get("temperature", 1.0)) in (int, float)):
+        raise UnusableExport(f"{display(path)}: not an export description (the input shape, the invert rule, "
+                             f"the temperature or {ARTIFACTS} missing or of the wrong type)")
+    return data
+
+
+def vouched_export(model_dir: Path, artifact: Path) -> tuple[dict, list[str]]:
+    """``(preprocessing.json, labels.txt's class names)`` of the export holding ``artifact`` (a file, or the
+    ``saved_model`` folder), once the export is known current and ``artifact`` and ``labels.txt`` are the
+    files ``preprocessing.json`` records the SHA-256 of (an export is committed by its ``preprocessing.json``,
+    written last: a file of an export cut short, or swapped in from another model, is not served).
+
+    Raises:
+        CheckpointError: no ``artifact``, or an export of other weights than the model's ``best.weights.h5``
+            (exported before a new training).
+        UnusableExport: ``preprocessing.json`` or ``labels.txt`` missing or damaged, a class name that
+            could not be a folder name, or a file that is not the one recorded.
+    """
+    from .deploy import ARTIFACTS, LABELS, PREPROCESSING, artifact_digest, weights_digest
+
+    folder = artifact.parent
+    if not artifact.exists():
+        raise CheckpointError(f"{display(artifact)}: no such file; run --mode export first "
+                              f"(or predict with --runtime keras)")
+    preprocessing = _manifest(folder / PREPROCESSING)
+    if preprocessing.get("source_weights_sha256") != weights_digest(model_dir):
+        raise CheckpointError(f"{display(folder)}: exported from an earlier training run of this model "
+                              "directory; run --mode export again")
+    try:
+        class_names = (folder / LABELS).read_bytes().decode("utf-8", "surrogateescape").splitlines()
+    except OSError as exc:
+        raise UnusableExport(f"{display(folder / LABELS)}: unreadable ({exc.strerror or exc})") from None
+    # Names that could not be folders are refused first (--sort-into would write outside its folder).
+    problem = next(filter(None, map(class_name_problem, class_names)), None)
+    if problem:
+        raise UnusableExport(f"{display(folder / LABELS)}: {problem}")
+    for path in (artifact, folder / LABELS):
+        if preprocessing[ARTIFACTS].get(path.name) != artifact_digest(path):
+            raise UnusableExport(f"{display(path)}: not the file preprocessing.json vouches for (another "
+                                 "export was cut short, or it was replaced)")
+    return preprocessing, class_names
+
+
+def probability_problem(probabilities: np.ndarray) -> str | None:
+    """Why ``(N, K)`` model outputs are not probabilities, or None: a softmax gives finite, non-negative rows
+    summing to 1 (within 0.05: an int8 graph's outputs are steps of 1/256 each)."""
+    if not np.isfinite(probabilities).all():
+        why = "NaN or infinite values"
+    elif (probabilities < 0).any():
+        why = "negative values"
+    elif not np.allclose(probabilities.sum(axis=1), 1.0, atol=0.05):
+        why = "rows not summing to 1"
+    else:
+        return None
+    return f"gives outputs that are not probabilities ({why})"
 
 
 class ExportedModel:
@@ -48,33 +125,15 @@ class ExportedModel:
             model's ``best.weights.h5`` (exported before a new training), or
             a runtime that is not installed. The runtime's session itself is
             made on the first :meth:`predict` (or by :meth:`load`).
-        UnusableExport: the artifact or ``labels.txt`` is not the file whose
+        UnusableExport: ``preprocessing.json`` or ``labels.txt`` missing or
+            damaged, or the artifact or ``labels.txt`` is not the file whose
             SHA-256 ``preprocessing.json`` records (an export cut short, a
             file replaced).
     """
 
     def __init__(self, model_dir: Path, runtime: str = "onnx"):
-        from .deploy import ARTIFACTS, LABELS, PREPROCESSING, file_digest, weights_digest
-
-        folder = Path(model_dir) / artifacts.EXPORT
-        self.runtime, self.path = runtime, folder / RUNTIMES[runtime]
-        if not self.path.exists():
-            raise CheckpointError(f"{display(self.path)}: no such file; run --mode export first "
-                                  f"(or predict with --runtime keras)")
-        try:
-            self.preprocessing = json.loads((folder / PREPROCESSING).read_text(encoding="utf-8"))
-            self.class_names = (folder / LABELS).read_bytes().decode("utf-8", "surrogateescape").splitlines()
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{display(folder)}: incomplete export ({exc}); run --mode export again") from None
-        artifacts.check_class_names(self.class_names, folder / LABELS)
-        if self.preprocessing.get("source_weights_sha256") != weights_digest(Path(model_dir)):
-            raise CheckpointError(f"{display(folder)}: exported from an earlier training run of this model "
-                                  "directory; run --mode export again")
-        recorded = self.preprocessing.get(ARTIFACTS)
-        for path in (self.path, folder / LABELS):
-            if not isinstance(recorded, dict) or recorded.get(path.name) != file_digest(path):
-                raise UnusableExport(f"{display(path)}: not the file preprocessing.json vouches for (another "
-                                     "export was cut short, or it was replaced)")
+        self.runtime, self.path = runtime, Path(model_dir) / artifacts.EXPORT / RUNTIMES[runtime]
+        self.preprocessing, self.class_names = vouched_export(Path(model_dir), self.path)
         library = "onnxruntime" if runtime == "onnx" else "ai_edge_litert"
         if importlib.util.find_spec(library) is None:
             raise CheckpointError(f"{library} is not installed (pip install -r requirements.txt), "
@@ -154,9 +213,7 @@ class ExportedModel:
         for start in range(0, len(images), BATCH):
             parts.append(np.asarray(run(np.ascontiguousarray(images[start : start + BATCH])), dtype=np.float32))
         probabilities = np.concatenate(parts)
-        # A softmax gives finite, non-negative rows summing to 1; anything else is not served (L18 of issue 24).
-        if not (np.isfinite(probabilities).all() and (probabilities >= 0).all()
-                and np.allclose(probabilities.sum(axis=1), 1.0, atol=0.05)):  # int8: steps of 1/256 each
-            raise self._unusable("gives outputs that are not probabilities (not finite, negative, or rows not "
-                                 "summing to 1)")
+        problem = probability_problem(probabilities)  # not served (L18 of issue 24)
+        if problem:
+            raise self._unusable(problem)
         return probabilities

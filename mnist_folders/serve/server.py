@@ -243,7 +243,8 @@ def make_app(setting: Setting, live: LiveModel, token: str | None = None):
     async def metadata():
         loaded = live.current
         height, width, channels = setting.input_shape
-        return {"classes": loaded.predictor.class_names, "model": setting.model, "runtime": live.runtime,
+        return {"classes": [display(name) for name in loaded.predictor.class_names], "model": setting.model,
+                "runtime": live.runtime,
                 "input": {"height": height, "width": width, "channels": channels,
                           "color_mode": setting.color_mode, "resize_method": setting.resize_method,
                           "invert": setting.invert},
@@ -266,8 +267,9 @@ def _max_bytes(setting: Setting) -> int:
 
 
 def _answer(p) -> dict:
-    return {"file": p.path, "class": p.class_name, "confidence": p.confidence, "uncertain": p.uncertain,
-            "top_k": [{"class": name, "confidence": value} for name, value in p.top_k]}
+    # A class folder named with undecodable bytes ("caf\udce9") is no UTF-8 JSON: "caf\\xe9", as predict prints.
+    return {"file": p.path, "class": display(p.class_name), "confidence": p.confidence, "uncertain": p.uncertain,
+            "top_k": [{"class": display(name), "confidence": value} for name, value in p.top_k]}
 
 
 async def _uploads(request, setting: Setting) -> list[tuple[str, bytes]]:
