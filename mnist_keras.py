@@ -59,7 +59,7 @@ def _formats(text: str) -> tuple[str, ...]:
 
 # The modes that read each run option: given to another mode it is a usage error, not silently ignored.
 RUN_OPTION_MODES = {"resume": ("train",), "strict": ("train", "check"), "quarantine": ("check",),
-                    "output": ("predict", "explain"), "watch": ("predict",), "sort_into": ("predict",),
+                    "restore": ("check",), "output": ("predict", "explain"), "watch": ("predict",), "sort_into": ("predict",),
                     "format": ("train", "export")}
 # The groups of settings each mode's --help lists. Every mode accepts every setting (one TOML file serves
 # them all); these are the groups it reads.
@@ -105,7 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 "check: exit 2 on leakage or conflicting labels")
     option("quarantine", "--quarantine", type=Path, metavar="DIR",
            help="check: move unreadable files and test/predict copies of train images into DIR "
-                "(with a manifest to move them back)")
+                "(with a manifest to move them back: --restore DIR)")
+    option("restore", "--restore", type=Path, metavar="DIR",
+           help="check: move the files a --quarantine DIR run moved back to their places, and nothing else")
     option("output", "--output", type=Path, help="predict: CSV path (default <model_dir>/predictions.csv); "
                                                  "explain: folder of the pictures (default <model_dir>/explained)")
     option("watch", "--watch", action="store_true",
@@ -123,6 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, modes in RUN_OPTION_MODES.items():
         if getattr(args, name) not in (None, False) and args.mode not in modes:
             parser.error(f"--{name.replace('_', '-')} is read by --mode {' and '.join(modes)}, not {args.mode}")
+    if args.restore is not None and args.quarantine is not None:
+        parser.error("--restore and --quarantine: one at a time (restore, then check again)")
     if args.mode == "export" and args.format == ():
         parser.error("--format none: nothing to export (name the formats, or leave --format out for all)")
     return args
@@ -264,8 +268,15 @@ def explain_mode(setting, args: argparse.Namespace) -> int:
 def check(setting, args: argparse.Namespace, progress: bool) -> int:
     """``--mode check``: the dataset audit, then the likely label errors when a trained model is there."""
     from mnist_folders import artifacts
-    from mnist_folders.data.check import find_suspect_labels, run_check
+    from mnist_folders.data.check import find_suspect_labels, restore_quarantine, run_check
+    from mnist_folders.names import display
 
+    if args.restore is not None:
+        restored, kept = restore_quarantine(args.restore)
+        print(f"restored {len(restored)} files from {display(args.restore)} to their places"
+              + (f"; {kept} stay listed in its manifest (their places are taken again, or they are missing)"
+                 if kept else ""))
+        return cli.EXIT_OK
     run_check(setting, strict=args.strict, quarantine=args.quarantine, progress=progress)
     if artifacts.holds_model(setting.model_path):
         cli.quiet_tensorflow()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import MNIST, REPO
+from conftest import MNIST, REPO, run_cli
 from mnist_folders.data import check
 from mnist_folders.errors import DatasetError
 from mnist_folders.data.images import ImageReadError, load_image
@@ -187,10 +187,42 @@ def test_quarantine_moves_unreadable_and_leaked_copies_and_restores(faulty, tmp_
     assert len(_tree_digest(root)) + len(moved) == len(before)  # nothing deleted
     again = check.run_check(setting, progress=False, log=lambda _: None)
     assert [g.problem() for g in again.exact] == ["label conflict"] and again.unreadable == []
-    restored = check.restore_quarantine(quarantine)
-    assert {str(Path(p).relative_to(root)) for p in restored} == moved
+    restored, kept = check.restore_quarantine(quarantine)
+    assert {str(Path(p).relative_to(root)) for p in restored} == moved and kept == 0
     assert _tree_digest(root) == before
     assert json.loads((quarantine / check.QUARANTINE_MANIFEST).read_text())["files"] == []
+
+
+def test_restore_through_the_cli_puts_back_what_quarantine_moved_and_nothing_else(faulty, tmp_path):
+    # Issue 25: --help promised a manifest "to move them back", but no command read it.
+    source_root, _ = faulty
+    root, quarantine, outside = tmp_path / "data", tmp_path / "quarantine", tmp_path / "outside.png"
+    shutil.copytree(source_root, root)
+    before = _tree_digest(root)
+    cli = str(REPO / "mnist_keras.py")
+    run_cli(cli, "--mode", "check", "--data-dir", str(root), "--model-dir", str(tmp_path / "m"), "--quarantine",
+            str(quarantine), "--quiet")
+    assert len(_tree_digest(root)) == len(before) - 2
+    both = run_cli(cli, "--mode", "check", "--restore", str(quarantine), "--quarantine", str(quarantine), check=False)
+    assert both.returncode == 2 and "one at a time" in both.stderr
+    # An edited manifest naming a path outside the data folder: refused before anything moves.
+    manifest = quarantine / check.QUARANTINE_MANIFEST
+    good = manifest.read_text()
+    data = json.loads(good)
+    manifest.write_text(json.dumps({**data, "files": [*data["files"], {"path": "../outside.png", "reason": "x"}]}))
+    (quarantine.parent / "outside.png").write_bytes(b"not ours")
+    hostile = run_cli(cli, "--mode", "check", "--restore", str(quarantine), check=False)
+    assert hostile.returncode == 2 and hostile.stderr.count("\n") == 1, hostile.stderr
+    assert "../outside.png is not a path inside the data folder; nothing restored" in hostile.stderr
+    assert len(_tree_digest(root)) == len(before) - 2 and outside.read_bytes() == b"not ours"
+    manifest.write_text(good)
+    restored = run_cli(cli, "--mode", "check", "--restore", str(quarantine))
+    assert f"restored 2 files from {quarantine} to their places" in restored.stdout
+    assert _tree_digest(root) == before
+    again = run_cli(cli, "--mode", "check", "--restore", str(quarantine))
+    assert "restored 0 files" in again.stdout
+    missing = run_cli(cli, "--mode", "check", "--restore", str(tmp_path / "nowhere"), check=False)
+    assert missing.returncode == 2 and "no quarantine manifest" in missing.stderr
 
 
 def test_quarantine_refuses_a_folder_inside_a_split(faulty, tmp_path):
@@ -326,7 +358,7 @@ def test_quarantine_onto_a_full_disk_moves_whole_files_and_lists_only_those(tmp_
     manifest = json.loads((quarantine / "manifest.json").read_text())
     assert [entry["path"] for entry in manifest["files"]] == ["train/7/0.png"]
     assert [f.exists() for f in files] == [False, True, True]
-    assert check.restore_quarantine(quarantine) == [str(files[0])] and files[0].read_bytes() == bytes([0]) * 1000
+    assert check.restore_quarantine(quarantine) == ([str(files[0])], 0) and files[0].read_bytes() == bytes([0]) * 1000
 
 
 def test_a_resized_reencoded_copy_is_found_on_small_scanned_looking_jpegs(tmp_path):

@@ -843,30 +843,53 @@ def _shrink_manifest(quarantine: Path, manifest: dict[str, Any]) -> None:
             os.fsync(handle.fileno())
 
 
-def restore_quarantine(quarantine: str | Path) -> list[str]:
-    """Move the files listed in ``quarantine/manifest.json`` back; return the paths restored.
+def restore_quarantine(quarantine: str | Path) -> tuple[list[str], int]:
+    """Move the files listed in ``quarantine/manifest.json`` back to their places under its ``data_root``.
 
     A file whose original place is taken again, or that is no longer in
-    quarantine, stays listed in the manifest; nothing is overwritten or deleted.
+    quarantine, stays listed in the manifest; nothing is overwritten or
+    deleted. Every entry is checked before anything moves: a manifest is
+    a file someone could have edited, and a path leaving either folder
+    (absolute, or with ``..``) would move files elsewhere.
+
+    Returns:
+        ``(paths restored, entries still listed)``.
 
     Raises:
-        DatasetError: no manifest in ``quarantine``.
+        DatasetError: no manifest in ``quarantine``, a manifest that is not
+            this tool's (or lists a path outside the folders), or a move
+            failing (a full disk: the manifest then lists what is still in
+            quarantine).
     """
-    quarantine = Path(quarantine)
+    quarantine = Path(os.path.abspath(quarantine))
+    path = quarantine / QUARANTINE_MANIFEST
     manifest = _read_manifest(quarantine)
     if manifest is None:
-        raise DatasetError(f"{display(quarantine / QUARANTINE_MANIFEST)}: no quarantine manifest")
+        raise DatasetError(f"{display(path)}: no quarantine manifest (written by --mode check --quarantine)")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, list) or not isinstance(manifest.get("data_root"), str) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("path"), str) for entry in files):
+        raise DatasetError(f"{display(path)}: not a quarantine manifest (data_root and files with a path each)")
+    for entry in files:
+        relative = Path(entry["path"])
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise DatasetError(f"{display(path)}: {display(entry['path'])} is not a path inside the data folder; "
+                               "nothing restored")
     root, kept, restored = Path(manifest["data_root"]), [], []
-    for entry in manifest["files"]:
-        source, target = quarantine / entry["path"], root / entry["path"]
-        if source.exists() and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(source, target)
-            restored.append(str(target))
-        elif source.exists() or not target.exists():  # its place is taken again, or it is lost: keep the entry
-            kept.append(entry)
+    try:
+        for k, entry in enumerate(files):
+            source, target = quarantine / entry["path"], root / entry["path"]
+            if source.exists() and not target.exists():
+                _move_whole(source, target)
+                restored.append(str(target))
+            elif source.exists() or not target.exists():  # its place is taken again, or it is lost: keep the entry
+                kept.append(entry)
+    except OSError as exc:
+        _shrink_manifest(quarantine, {**manifest, "files": kept + files[k:]})
+        raise DatasetError(f"{display(root / entry['path'])}: {exc.strerror or exc} after restoring "
+                           f"{len(restored)} files; the others stay in quarantine, listed") from None
     _write_manifest(quarantine, {**manifest, "files": kept})
-    return restored
+    return restored, len(kept)
 
 
 def run_check(setting: Setting, *, strict: bool = False, quarantine: str | Path | None = None,
