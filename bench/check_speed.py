@@ -13,7 +13,7 @@ of ``--repeats`` runs:
 Peak RSS: the main process (``getrusage(RUSAGE_SELF)``) and the largest
 worker (``RUSAGE_CHILDREN``).
 
-``--compare-hashes`` measures the perceptual hashes behind check.py's choice
+``--compare-hashes`` measures the perceptual hashes behind the check's choice
 on the 10,000 test images and six re-encoded copies of every 20th one:
 recall of the copies and pairs of distinct images matched, at a few Hamming
 distances; the imagehash columns need ``pip install imagehash==4.3.2``.
@@ -89,10 +89,10 @@ def dhash64(image) -> np.ndarray:
 
 
 def phash256(images: list) -> np.ndarray:
-    """check.py's pHash of PIL images."""
+    """The check's pHash of PIL images."""
     from PIL import Image
 
-    from mnist_folders.data.check import PHASH_SAMPLE, perceptual_hashes
+    from mnist_folders.data.check.fingerprints import PHASH_SAMPLE, perceptual_hashes
 
     thumbnails = np.stack([np.asarray(im.convert("L").resize((PHASH_SAMPLE, PHASH_SAMPLE), Image.Resampling.LANCZOS))
                            for im in images])
@@ -119,7 +119,7 @@ def variants(image) -> dict:
 def compare_hashes(data_dir: Path) -> tuple[list[str], dict]:
     from PIL import Image
 
-    from mnist_folders.data.check import near_pairs
+    from mnist_folders.data.check.fingerprints import near_pairs
 
     paths = sorted((data_dir / "test").rglob("*.png"))
     labels = np.array([int(p.parent.name) for p in paths])
@@ -129,7 +129,7 @@ def compare_hashes(data_dir: Path) -> tuple[list[str], dict]:
             image.load()
             images.append(image)
     methods = {"dHash 64 (ours)": (lambda ims: np.stack([dhash64(im) for im in ims]), (4, 5, 6)),
-               "pHash 256 (ours, check.py)": (phash256, (12, 16, 20))}
+               "pHash 256 (ours, the check)": (phash256, (12, 16, 20))}
     try:
         import imagehash
 
@@ -159,7 +159,7 @@ def compare_hashes(data_dir: Path) -> tuple[list[str], dict]:
             lines.append(f"| {name} | {micros:.0f} | {d} | {len(pairs)} ({cross}) | "
                          + " | ".join(f"{r:.1%}" for r in recall.values()) + " |")
     for ours, theirs in (("dHash 64 (ours)", "dHash 64 (imagehash 4.3.2)"),
-                         ("pHash 256 (ours, check.py)", "pHash 256 (imagehash 4.3.2)")):
+                         ("pHash 256 (ours, the check)", "pHash 256 (imagehash 4.3.2)")):
         if theirs in hashes_by_method:
             differing = int(np.unpackbits(hashes_by_method[ours] ^ hashes_by_method[theirs], axis=1).any(axis=1).sum())
             lines.append(f"\n{ours} vs {theirs}: {differing} of {len(images)} hashes differ")

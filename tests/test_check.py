@@ -237,8 +237,8 @@ def test_worker_processes_find_the_same(faulty, monkeypatch):
     root, _ = faulty
     paths = sorted(str(p) for p in root.rglob("*.png") if ".ipynb" not in str(p))
     serial = check.inspect_all(paths, "grayscale")
-    monkeypatch.setattr(check, "PARALLEL_MIN_FILES", 1)
-    monkeypatch.setattr(check, "CHUNK_FILES", 64)  # several chunks, so both workers get some
+    monkeypatch.setattr(check.fingerprints, "PARALLEL_MIN_FILES", 1)
+    monkeypatch.setattr(check.fingerprints, "CHUNK_FILES", 64)  # several chunks, so both workers get some
     parallel = check.inspect_all(paths, "grayscale")
     assert parallel.failed == serial.failed and parallel.modes == serial.modes
     for name in ("sizes", "digests", "hashes"):
@@ -348,8 +348,8 @@ def test_quarantine_onto_a_full_disk_moves_whole_files_and_lists_only_those(tmp_
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     quarantine = tmp_path / "quarantine"
-    monkeypatch.setattr(check.os, "rename", other_filesystem)
-    monkeypatch.setattr(check.shutil, "copy2", fills_the_disk)
+    monkeypatch.setattr(check.quarantine.os, "rename", other_filesystem)
+    monkeypatch.setattr(check.quarantine.shutil, "copy2", fills_the_disk)
     with pytest.raises(DatasetError, match="No space left on device after moving 1 of 3 files; the others stay"):
         check.quarantine_files([(str(f), "leaked") for f in files], quarantine, root, [root / "train"])
     monkeypatch.undo()

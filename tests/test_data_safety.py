@@ -108,7 +108,7 @@ def test_quarantine_onto_a_disk_too_full_for_a_new_manifest_still_lists_only_mov
     files[0].parent.mkdir(parents=True)
     for k, file in enumerate(files):
         file.write_bytes(bytes([k]) * 1000)
-    copy, write_text, full = shutil.copy2, check.write_text, []
+    copy, write_text, full = shutil.copy2, check.quarantine.write_text, []
 
     def fills_the_disk(source, target, **options):  # the second file meets a full disk
         if Path(source) == files[1]:
@@ -125,9 +125,9 @@ def test_quarantine_onto_a_disk_too_full_for_a_new_manifest_still_lists_only_mov
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     quarantine = tmp_path / "quarantine"
-    monkeypatch.setattr(check.os, "rename", other_filesystem)
-    monkeypatch.setattr(check.shutil, "copy2", fills_the_disk)
-    monkeypatch.setattr(check, "write_text", no_room_once_full)
+    monkeypatch.setattr(check.quarantine.os, "rename", other_filesystem)
+    monkeypatch.setattr(check.quarantine.shutil, "copy2", fills_the_disk)
+    monkeypatch.setattr(check.quarantine, "write_text", no_room_once_full)
     with pytest.raises(DatasetError, match="No space left on device after moving 1 of 3 files"):
         check.quarantine_files([(str(f), "leaked") for f in files], quarantine, root, [root / "train"])
     monkeypatch.undo()
@@ -145,7 +145,7 @@ def test_quarantine_onto_a_full_disk_moves_nothing_when_its_manifest_cannot_be_w
     def full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(check, "write_text", full)
+    monkeypatch.setattr(check.quarantine, "write_text", full)
     quarantine = tmp_path / "quarantine"
     with pytest.raises(DatasetError, match=r"quarantine/manifest\.json: No space left on device; nothing moved$"):
         check.quarantine_files([(str(leaked), "leaked")], quarantine, tmp_path / "data", [tmp_path / "data" / "test"])
