@@ -43,9 +43,6 @@ FINE_TUNE = ("auto", "none", "top", "all")  # mnist_folders.train.fine_tuning
 # Pixels a side at most: one 2048x2048 RGB input is 48 MiB in float32, beyond what a CPU trains on; a larger
 # value (a hand-edited setting.json) would make every batch of predict allocate gigabytes.
 MAX_SIDE = 2048
-# Settings that define what the trained model is: a model directory refuses a
-# different value for them (see Setting.for_model).
-MODEL_DEFINING = ("image_height", "image_width", "color_mode", "class_names", "model")
 
 
 def _model_names() -> tuple[str, ...]:
@@ -71,6 +68,12 @@ class Option:
         default_text: how the default reads in the docs when it is not the
             field's literal default.
         aliases: extra flag names.
+        fixed_on_resume: the setting defines the model, its inputs or its
+            data: ``--resume`` refuses a new value (the others apply to the
+            remaining epochs).
+        defines_model: the setting says what a trained model is: a model
+            directory refuses a different value for predict, evaluate, ...
+            (see :meth:`Setting.for_model`).
     """
 
     help: str
@@ -84,6 +87,8 @@ class Option:
     model_default: bool = False
     default_text: str | None = None
     aliases: tuple[str, ...] = ()
+    fixed_on_resume: bool = False
+    defines_model: bool = False
 
     def allowed(self) -> tuple[str, ...]:
         return self.choices() if callable(self.choices) else self.choices
@@ -164,7 +169,7 @@ class Setting:
     test_dir: str | None = option(None, "class-per-folder test images (evaluate)", "paths", "str",
                                   default_text="<data_dir>/test")
     val_dir: str | None = option(None, "class-per-folder validation images; none: a validation_split of train_dir",
-                                 "paths", "str", default_text="none")
+                                 "paths", "str", default_text="none", fixed_on_resume=True)
     predict_dir: str | None = option(None, "images to predict, any layout", "paths", "str",
                                      default_text="<data_dir>/tmp", aliases=("--input",))
     model_dir: str = option("models/mnist", "checkpoints, history and reports", "paths")
@@ -172,19 +177,21 @@ class Setting:
     image_height: int | str = option("auto", "model input height in pixels; auto: from the training images and "
                                      "the model (their own size up to 48 px, so 28 for MNIST; 160-224 for the "
                                      "pretrained model; at most 96 for cnn_fast)", "image", "int", low=1,
-                                     high=MAX_SIDE, choices=("auto",))
+                                     high=MAX_SIDE, choices=("auto",), fixed_on_resume=True, defines_model=True)
     image_width: int | str = option("auto", "model input width in pixels; auto: as image_height", "image", "int",
-                                    low=1, high=MAX_SIDE, choices=("auto",))
+                                    low=1, high=MAX_SIDE, choices=("auto",), fixed_on_resume=True, defines_model=True)
     color_mode: str = option("auto", "channels the model sees: grayscale (1), rgb (3), or auto: rgb when "
                              "more than 5 % of (up to 200) training images have colour", "image",
-                             choices=("auto", *CHANNELS))
+                             choices=("auto", *CHANNELS), fixed_on_resume=True, defines_model=True)
     resize_method: str = option("stretch", "how other sizes are fitted: stretch, pad (black margins) or crop "
-                                "(centre); pad and crop need pipeline=tfdata", "image", choices=RESIZE_METHODS)
+                                "(centre); pad and crop need pipeline=tfdata", "image", choices=RESIZE_METHODS,
+                                fixed_on_resume=True)
     invert: str = option("auto", "predict: invert dark-on-light images; auto: when their polarity differs "
                          "from most training images", "image", choices=INVERT)
     # ---- classes ----
     class_names: list[str] | None = option(None, "classes in output order (flag: comma-separated)", "classes",
-                                           "names", default_text="train sub-folders, sorted")
+                                           "names", default_text="train sub-folders, sorted",
+                                           fixed_on_resume=True, defines_model=True)
     class_weight: str = option("auto", "balanced: weight each class's loss by n / (classes x n_class); auto: "
                                "balanced when the largest class has 2x the images of the smallest", "classes",
                                choices=CLASS_WEIGHTS)
@@ -192,16 +199,17 @@ class Setting:
     model: str = option("auto", "registered model (see the Models table); auto: strong or cnn_64_128_256 for "
                         "images up to 48 px (by their number and size), above: efficientnet_lite0 (ImageNet "
                         "weights) when its weights package is installed, else cnn_fast", "training",
-                        choices=_model_names)
+                        choices=_model_names, fixed_on_resume=True, defines_model=True)
     fine_tune: str = option("auto", "pretrained models: after the head is fitted on cached embeddings, none "
                             "(the few-shot path: frozen backbone), top (unfreeze the last blocks) or all; auto: "
                             "none under 5 training images per class, all up to 1,000, else top", "training",
-                            choices=FINE_TUNE)
+                            choices=FINE_TUNE, fixed_on_resume=True)
     backbone_weights: str | None = option(None, "a local .h5 file of ImageNet weights (no top) for a Keras "
-                                          "Applications model", "training", "str", default_text="none (random)")
+                                          "Applications model", "training", "str", default_text="none (random)",
+                                          fixed_on_resume=True)
     init_from: str | None = option(None, "start from these weights: a model directory, a .keras or a "
                                    ".weights.h5 file; a different class count gets a new head", "training",
-                                   "str", default_text="none")
+                                   "str", default_text="none", fixed_on_resume=True)
     epochs: int | str = option("auto", "passes over the training subset; auto: until val_accuracy stops "
                                "improving (patience), within max_epochs and max_minutes", "training", "int",
                                low=1, choices=("auto",))
@@ -214,12 +222,12 @@ class Setting:
                                 "(0: no limit)", "training", low=0.0)
     batch_size: int | str = option("auto", "images per training step; auto: the model's default (256 for the "
                                    "reference model), halved while an epoch has under 25 steps", "training",
-                                   "int", low=1, choices=("auto",))
+                                   "int", low=1, choices=("auto",), fixed_on_resume=True)
     validation_split: float = option(0.2, "fraction of each class held out for validation", "training",
-                                     low=0.0, high=1.0, low_open=True, high_open=True)
+                                     low=0.0, high=1.0, low_open=True, high_open=True, fixed_on_resume=True)
     split_order: str = option("shuffled", "which files validation_split holds out: shuffled (a seeded random "
                               "choice per class) or sorted (the first of each class, as ImageDataGenerator)",
-                              "training", choices=SPLIT_ORDERS)
+                              "training", choices=SPLIT_ORDERS, fixed_on_resume=True)
     optimizer: str | None = option(None, "optimizer", "training", "str", choices=OPTIMIZERS, model_default=True)
     learning_rate: float | None = option(None, "the optimizer's step size", "training", "float", low=0.0,
                                          low_open=True, model_default=True)
@@ -232,7 +240,7 @@ class Setting:
                                     low=0.0, high=1.0, low_open=True, model_default=True)
     label_smoothing: float | None = option(None, "share of each target spread over the other classes "
                                            "(0: one-hot targets)", "training", "float", low=0.0, high=1.0,
-                                           high_open=True, model_default=True)
+                                           high_open=True, model_default=True, fixed_on_resume=True)
     rotation_range: float | None = option(None, "augmentation: random rotation, degrees", "training", "float",
                                           low=0.0, high=180.0, model_default=True)
     shift_range: float | None = option(None, "augmentation: random shift, fraction of the size", "training",
@@ -262,9 +270,10 @@ class Setting:
     serve_max_mb: float = option(32.0, "serve: largest request body, MiB (larger: HTTP 413)", "serving",
                                  low=0.0, high=4096.0, low_open=True)
     # ---- system ----
-    seed: int = option(1337, "seeds Python, NumPy, TensorFlow and the shuffles", "system", low=0, high=2**31 - 1)
+    seed: int = option(1337, "seeds Python, NumPy, TensorFlow and the shuffles", "system", low=0, high=2**31 - 1,
+                       fixed_on_resume=True)
     pipeline: str = option("tfdata", "tfdata (decode once, in memory) or idg (ImageDataGenerator)", "system",
-                           choices=PIPELINES)
+                           choices=PIPELINES, fixed_on_resume=True)
     cache: str = option("auto", "tfdata: where decoded training images stay between epochs: memory, disk (a file "
                         "under <model_dir>/.cache, removed after training), none (decoded again per batch); auto: "
                         "memory up to a quarter of the available memory, else disk", "system", choices=CACHE_MODES)
@@ -274,7 +283,7 @@ class Setting:
                            choices=STRATEGIES)
     dtype_policy: str | None = option(None, "Keras dtype policy: float32, mixed_bfloat16, or auto (bfloat16 "
                                       "on CPUs with AVX-512 BF16 or AMX)", "system", "str",
-                                      choices=DTYPE_POLICIES, model_default=True)
+                                      choices=DTYPE_POLICIES, model_default=True, fixed_on_resume=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.invert, bool):  # TOML `invert = true` reads as a boolean
@@ -430,6 +439,11 @@ class Setting:
 def options() -> dict[str, Option]:
     """Every setting's :class:`Option`, in field order."""
     return {f.name: f.metadata["option"] for f in dataclasses.fields(Setting)}
+
+
+# Read from each setting's own description (its Option).
+RESUME_FIXED = tuple(name for name, opt in options().items() if opt.fixed_on_resume)
+MODEL_DEFINING = tuple(name for name, opt in options().items() if opt.defines_model)
 
 
 def chosen_values(config: str | Path | None, overrides: dict[str, Any] | None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .cli import allowed_text, default_text, flag_name
-from .settings import Setting
+from .settings import RESUME_FIXED, Setting
 
 REPO = Path(__file__).resolve().parent.parent
 START, END = "settings-table:start", "settings-table:end"
@@ -30,10 +30,12 @@ def _rows() -> list[tuple[str, str, str, str, str]]:
 
 
 def markdown_table() -> str:
-    """The table of docs/cli-reference.md: one row per setting, grouped."""
+    """The table of docs/cli-reference.md: one row per setting, grouped; the settings ``--resume`` keeps
+    (:attr:`~mnist_folders.settings.Option.fixed_on_resume`) say so."""
     lines = ["| setting (TOML key) | flag | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
+    fixed = set(RESUME_FIXED)
     for name, flags, default, allowed, help_text in _rows():
-        cells = (f"`{name}`", flags, default, allowed, help_text)
+        cells = (f"`{name}`", flags, default, allowed, help_text + ("; fixed on `--resume`" if name in fixed else ""))
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     return "\n".join(lines)
 

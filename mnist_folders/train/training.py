@@ -32,12 +32,8 @@ from ..names import display
 from ..data.pipeline import TrainingData, training_data
 from ..serve.prediction import predict_probabilities
 from .transfer import initialise_from
-from ..settings import Setting, options
+from ..settings import RESUME_FIXED, Setting, options
 
-# Settings a resumed run must keep: they define the model, its inputs or its data.
-RESUME_FIXED = ("model", "backbone_weights", "init_from", "image_height", "image_width", "color_mode",
-                "resize_method", "class_names", "batch_size", "label_smoothing", "validation_split", "split_order",
-                "val_dir", "seed", "pipeline", "dtype_policy", "fine_tune")
 
 
 CALIBRATION_IMAGES = 10_000  # validation images the softmax temperature is fitted on, at most
@@ -394,8 +390,8 @@ def resolve_settings(setting: Setting, index: FolderIndex) -> Setting:
     typical = typical_size(index.paths) or (28, 28)
     if setting.model == "auto":
         side = min(typical) if setting.size_is_auto else min(setting.image_height, setting.image_width)
+        # replace() runs __post_init__, which fills the chosen model's defaults.
         setting = setting.replace(model=auto_model(side, train_images, available("efficientnet_lite0")))
-        setting._fill_model_defaults()
     if setting.size_is_auto:
         height, width = auto_image_size(typical, setting.model)
         setting = setting.replace(image_height=height if setting.image_height == "auto" else setting.image_height,
@@ -489,7 +485,7 @@ def inherit_automatic(setting: Setting, saved: Setting) -> Setting:
 def check_resumable(setting: Setting, log=print) -> Setting:
     """Compare a resumed run's settings with the saved ones, before anything is written.
 
-    Settings that define the model or its data (:data:`RESUME_FIXED`) must
+    Settings that define the model or its data (:data:`~mnist_folders.settings.RESUME_FIXED`) must
     not change; the others (epochs, patience, learning rate, ...) apply to
     the remaining epochs, are listed, and are recorded in ``setting.json``.
 
