@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mnist_folders import cli
+from mnist_folders.commands import cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,7 +36,8 @@ def main() -> int:
     args = parse_args()
     from mnist_folders.data.export import export_samples, export_split
     from mnist_folders.data.idx import load_split
-    from mnist_folders.plots import SAMPLES, samples_per_class
+    from mnist_folders.layout import SAMPLES
+    from mnist_folders.plots import samples_per_class
 
     # Read and check every input before writing anything.
     splits = {split: load_split(args.source, split) for split in ("train", "test")}

@@ -15,7 +15,7 @@ To change defaults without editing code, pass ``--config my.toml`` (flat
 (``--field-name``; ``python mnist_keras.py --help`` lists them).
 
 Fields and defaults (MNIST exported by ``parse_mnist.py``), generated from the
-field descriptions by ``python -m mnist_folders.settings_docs``:
+field descriptions by ``python -m mnist_folders.commands.settings_docs``:
 
 .. settings-table:start
 ================  =============================================  ========================================

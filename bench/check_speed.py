@@ -43,7 +43,7 @@ from common import REPO, fmt, machine_line
 
 def one_run(kind: str, data_dir: Path) -> dict:
     """Time ``run_check`` or the decoding floor once, in this process."""
-    from mnist_folders.data import check
+    from mnist_folders import audit as check
     from mnist_folders.data.decoding import decode_images
     from mnist_folders.data.folders import index_tree, list_files
     from mnist_folders.settings import Setting
@@ -92,7 +92,7 @@ def phash256(images: list) -> np.ndarray:
     """The check's pHash of PIL images."""
     from PIL import Image
 
-    from mnist_folders.data.check.fingerprints import PHASH_SAMPLE, perceptual_hashes
+    from mnist_folders.audit.fingerprints import PHASH_SAMPLE, perceptual_hashes
 
     thumbnails = np.stack([np.asarray(im.convert("L").resize((PHASH_SAMPLE, PHASH_SAMPLE), Image.Resampling.LANCZOS))
                            for im in images])
@@ -119,7 +119,7 @@ def variants(image) -> dict:
 def compare_hashes(data_dir: Path) -> tuple[list[str], dict]:
     from PIL import Image
 
-    from mnist_folders.data.check.fingerprints import near_pairs
+    from mnist_folders.audit.fingerprints import near_pairs
 
     paths = sorted((data_dir / "test").rglob("*.png"))
     labels = np.array([int(p.parent.name) for p in paths])

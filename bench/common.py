@@ -37,7 +37,7 @@ def machine_line() -> str:
     import keras
     import tensorflow as tf
 
-    from mnist_folders.train.dtype_policy import cpu_has_bf16
+    from mnist_folders.networks.dtype_policy import cpu_has_bf16
 
     return (f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores, AVX-512 BF16: {'yes' if cpu_has_bf16() else 'no'}, "
             f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}")

@@ -37,7 +37,7 @@ REFERENCE = "fp32 b32 lr 0.001 (old default)"
 
 def worker(name: str, epochs: int, seed: int, data_dir: str) -> None:
     """Train and evaluate one candidate in this process; print a JSON line."""
-    from mnist_folders import cli
+    from mnist_folders.commands import cli
 
     cli.quiet_tensorflow()
     from mnist_folders.serve.evaluation import evaluate

@@ -36,7 +36,7 @@ def training_step_ms(policy: str, batch: int, steps: int = 64) -> float:
     import tensorflow as tf
 
     from mnist_folders.train import dtype_policy
-    from mnist_folders.train.models import build_model
+    from mnist_folders.networks.build import build_model
     from mnist_folders.train.training import steps_per_execution
 
     dtype_policy.apply(policy)
@@ -110,12 +110,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3, help="measurements of every kernel (median)")
     args = parser.parse_args()
-    from mnist_folders import cli
+    from mnist_folders.commands import cli
 
     cli.quiet_tensorflow()
     import tensorflow as tf
 
-    from mnist_folders.train.architectures import cnn_64_128_256
+    from mnist_folders.networks.architectures import cnn_64_128_256
 
     model = cnn_64_128_256((28, 28, 1), 10)
     layers = [layer for layer in model.layers if type(layer).__name__ in ("Conv2D", "Dense")]

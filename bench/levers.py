@@ -123,7 +123,7 @@ def _setup(cfg: dict, seed: int):
         tf.config.threading.set_intra_op_parallelism_threads(cfg["intra"])
     if cfg["inter"]:
         tf.config.threading.set_inter_op_parallelism_threads(cfg["inter"])
-    from mnist_folders import cli
+    from mnist_folders.commands import cli
 
     cli.quiet_tensorflow()
     import keras
@@ -188,7 +188,7 @@ def _model(cfg: dict):
     import keras
 
     from mnist_folders.data.images import SCALE
-    from mnist_folders.train.models import build_model, make_optimizer
+    from mnist_folders.networks.build import build_model, make_optimizer
 
     model = build_model("cnn_64_128_256", (28, 28, 1), 10)  # uncompiled: compiled below with the lever
     if cfg["uint8"]:
@@ -203,7 +203,7 @@ def speed_worker(cfg: dict, images: int, epochs: int) -> dict:
     _setup(cfg, 1)
     import keras
 
-    from mnist_folders.train.architectures import cnn_64_128_256
+    from mnist_folders.networks.architectures import cnn_64_128_256
     from mnist_folders.data.idx import load_split
 
     x, y = load_split(REPO / "data" / "mnist", "train", verify=False)

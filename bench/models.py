@@ -25,7 +25,7 @@ from pathlib import Path
 
 from common import REPO, machine_line
 
-from mnist_folders import cli
+from mnist_folders.commands import cli
 
 
 def main() -> int:
@@ -36,9 +36,9 @@ def main() -> int:
     args = parser.parse_args()
     cli.quiet_tensorflow()
     from mnist_folders.train import dtype_policy
-    from mnist_folders.artifacts import load_trained_model
+    from mnist_folders.networks.saved import load_trained_model
     from mnist_folders.serve.evaluation import evaluate
-    from mnist_folders.train.models import MODELS
+    from mnist_folders.registry import MODELS
     from mnist_folders.settings import Setting
     from mnist_folders.train.training import train
 

@@ -119,12 +119,12 @@ def _median(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
 
 def speed(repeats: int = 3) -> tuple[list[str], dict]:
     """Training images/s of cnn_fast, strong and mobilenet_v3_small at 96 and 224 px RGB (float32)."""
-    from mnist_folders import cli
+    from mnist_folders.commands import cli
 
     cli.quiet_tensorflow()
     import keras
 
-    from mnist_folders.train.models import build_model
+    from mnist_folders.networks.build import build_model
 
     keras.mixed_precision.set_global_policy("float32")
     lines = ["| model | 96x96 images/s | vs strong | 224x224 images/s | vs strong |", "| --- | ---: | ---: | ---: | ---: |"]

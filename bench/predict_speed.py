@@ -35,11 +35,12 @@ def main() -> int:
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "mnist")
     parser.add_argument("--data-dir", type=Path, default=REPO / "mnist_data")
     args = parser.parse_args()
-    from mnist_folders import cli
+    from mnist_folders.commands import cli
 
     cli.quiet_tensorflow()
     from mnist_folders.train import dtype_policy
-    from mnist_folders.artifacts import load_trained_model, setting_for_model
+    from mnist_folders.networks.saved import load_trained_model
+    from mnist_folders.artifacts import setting_for_model
     from mnist_folders.data.folders import list_files
     from mnist_folders.data.decoding import decode_images
     from mnist_folders.data.images import scale

@@ -363,7 +363,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep --work (data, models) for the next run")
     parser.add_argument("--fresh", action="store_true", help="rebuild the data and retrain the models")
     args = parser.parse_args()
-    from mnist_folders import cli
+    from mnist_folders.commands import cli
 
     cli.quiet_tensorflow()
     import tensorflow as tf

@@ -35,7 +35,7 @@ SETTINGS = {
 
 def worker(name: str, target: float, max_epochs: int, data_dir: str, seed: int) -> None:
     """Train until ``target`` (the highest one) or ``max_epochs``; print every epoch's test accuracy."""
-    from mnist_folders import cli
+    from mnist_folders.commands import cli
 
     cli.quiet_tensorflow()
     import keras
@@ -43,7 +43,7 @@ def worker(name: str, target: float, max_epochs: int, data_dir: str, seed: int) 
 
     from mnist_folders.train import dtype_policy
     from mnist_folders.data.folders import index_tree
-    from mnist_folders.train.models import build_model
+    from mnist_folders.networks.build import build_model
     from mnist_folders.data.decoding import decode_images
     from mnist_folders.data.images import scale
     from mnist_folders.data.pipeline import training_data

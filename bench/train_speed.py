@@ -50,7 +50,7 @@ def worker(pipeline: str, color_mode: str, batch: int, policy: str, images: int,
 
     Every configuration but the ``tutorial`` one runs as ``train()`` does, with
     its steps per execution; the tutorial's ``fit`` runs one step per call."""
-    from mnist_folders import cli
+    from mnist_folders.commands import cli
 
     cli.quiet_tensorflow()
     import keras
@@ -58,7 +58,7 @@ def worker(pipeline: str, color_mode: str, batch: int, policy: str, images: int,
 
     from mnist_folders.train import dtype_policy
     from mnist_folders.data.folders import index_tree
-    from mnist_folders.train.models import build_model
+    from mnist_folders.networks.build import build_model
     from mnist_folders.data.decoding import decode_images
     from mnist_folders.data.images import scale
     from mnist_folders.data.pipeline import idg_training, tfdata_training

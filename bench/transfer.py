@@ -126,14 +126,14 @@ def accuracy(datasets: list[str], seeds: int, work: Path) -> tuple[list[str], di
 
 def speed(repeats: int = 3) -> tuple[list[str], dict]:
     """Embeddings/s at 96, 160, 224 px in float32 and bfloat16, and the head fit's seconds."""
-    from mnist_folders import cli
+    from mnist_folders.commands import cli
 
     cli.quiet_tensorflow()
     import keras
 
     from gemm import gemm_gflops
     from mnist_folders.train import efficientnet_lite, fine_tuning
-    from mnist_folders.train.models import build_model
+    from mnist_folders.networks.build import build_model
 
     lines = ["| size | dtype | embeddings/s | GFLOP/s | GEMM GFLOP/s (same dtype, same run) | MFU |",
              "|---|---|---|---|---|---|"]

@@ -1,32 +1,6 @@
-"""The model directory: what a training run leaves and how it is read back.
-
-A model directory is self-describing; ``evaluate`` and ``predict`` need
-nothing else::
-
-    <model_dir>/
-      setting.json        the Setting used (image size, color mode, model, ...),
-                          with the automatic batch size, patience and epoch
-                          cap resolved for the training images
-      class_names.json    class names in label (output index) order
-      best.weights.h5     weights of the epoch with the best val_accuracy
-      best.json           that epoch and its val_accuracy
-      last.keras          the full model (optimizer state included) after the
-                          last completed epoch: what --resume continues from
-      history.csv         one row per completed epoch: loss, accuracy,
-                          val_loss, val_accuracy, seconds, and the
-                          optimizer's step count after it (steps)
-      dataset.json        the training images: counts per class, a digest of
-                          their names and sizes (--resume compares it), files
-                          ignored or unreadable, share with a light background
-      calibration.json    the softmax temperature fitted on the validation
-                          split, with the calibration error before and after
-      export/             written by --mode export (SavedModel, TFLite, ONNX)
-      explained/          --mode explain's Grad-CAM pictures (its default --output)
-      report.html         written by evaluate: the evaluation to browse
-      logs/<run>/         TensorBoard's event files, one folder per training run
-                          (train with tensorboard = true; kept across runs)
-      evaluation.json     written by evaluate
-      predictions.csv     written by predict
+"""The model directory: how a training run's files are written and read back (JSON, CSV, the Setting and
+the class names), claimed, staged and promoted. The layout itself, every file name once, is
+:mod:`mnist_folders.layout`; the Keras checkpoints are :mod:`mnist_folders.networks.saved`.
 
 Every file is written to a temporary name and renamed (see
 :mod:`mnist_folders.atomic`), so a reader never sees a half-written one. A
@@ -38,14 +12,12 @@ apart and readers consistent.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,32 +25,10 @@ from .atomic import atomic_path, remove_stale_temporaries, write_text
 from .errors import CheckpointError
 from .locking import files_lock
 from .names import MODEL_DIR_MARKER, class_name_problem, display
-from .settings import MODEL_DEFINING, Setting
-
-SETTING = "setting.json"
-CLASS_NAMES = "class_names.json"
-BEST_WEIGHTS = "best.weights.h5"
-BEST_INFO = "best.json"
-LAST_MODEL = "last.keras"
-HISTORY = "history.csv"
-DATASET = "dataset.json"
-EVALUATION = "evaluation.json"
-PREDICTIONS = "predictions.csv"
-CALIBRATION = "calibration.json"
-EXPORT = "export"  # the folder --mode export writes (see mnist_folders.serve.deploy)
-EXPLAINED = "explained"  # --mode explain's pictures, by default: removed with the model they show
-LOGS = "logs"  # TensorBoard's event files, one sub-folder per training run (setting tensorboard = true)
-# history.csv's columns; "steps" (the optimizer's step count after the epoch) ties each row to the last.keras
-# of that epoch, and is absent from the histories of older versions.
-HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "steps"]
-HISTORY_REQUIRED = HISTORY_FIELDS[:5]
-STAGING = ".staging"  # where a fresh run trains until its first checkpoint exists
-# What one training run writes: replaced as a whole by the next run (see promote).
-RUN_FILES = (SETTING, CLASS_NAMES, DATASET, BEST_WEIGHTS, BEST_INFO, LAST_MODEL, HISTORY, CALIBRATION,
-             "training_curves.png")
-# Reports about a model: removed when a new run replaces it (they would describe the old one).
-REPORTS = (EVALUATION, "report.html", "confusion_matrix.png", "misclassified.png", "reliability_diagram.png", "suspect_labels.csv",
-           "suspect_labels.png")
+from .settings import Setting
+from .layout import (SETTING, CLASS_NAMES, BEST_WEIGHTS, BEST_INFO, HISTORY, DATASET,
+                     CALIBRATION, EXPORT, EXPLAINED, HISTORY_FIELDS, HISTORY_REQUIRED, STAGING,
+                     RUN_FILES, REPORTS)
 
 
 MARKER = MODEL_DIR_MARKER  # written first into every model directory this tool trains: what makes a folder ours
@@ -305,46 +255,6 @@ def check_class_names(names: list[str], source: Path) -> None:
             raise CheckpointError(f"{display(source)}: {problem}; this model directory cannot be used")
 
 
-@contextlib.contextmanager
-def _checkpoint_errors(final: Path) -> Iterator[None]:
-    """Turn a failed checkpoint write (disk full, file too large, I/O error) into one line naming ``final``."""
-    try:
-        yield
-    except (OSError, RuntimeError, ValueError) as exc:
-        reason = os.strerror(exc.errno) if getattr(exc, "errno", None) else str(exc).strip().splitlines()[0][:160]
-        raise CheckpointError(f"{display(final)}: cannot write the checkpoint ({reason}); "
-                              "the previous complete checkpoint is kept") from None
-
-
-def checkpoint_bytes(model: Any) -> int:
-    """About how many bytes ``last.keras`` takes: weights plus optimizer slots (float32), and room to spare."""
-    return 3 * 4 * model.count_params() + 2**20
-
-
-def save_best_weights(model_dir: Path, model: Any, epoch: int, val_accuracy: float) -> None:
-    """Atomically write ``best.weights.h5`` then ``best.json`` (1-based ``epoch``).
-
-    Raises:
-        CheckpointError: not enough free disk space (checked first).
-    """
-    check_free_space(model_dir, checkpoint_bytes(model))
-    final = model_dir / BEST_WEIGHTS
-    with _checkpoint_errors(final), atomic_path(final, suffix=".weights.h5") as tmp:
-        model.save_weights(tmp)
-    write_json(model_dir / BEST_INFO, {"epoch": epoch, "val_accuracy": val_accuracy})
-
-
-def save_last_model(model_dir: Path, model: Any) -> None:
-    """Atomically write the full model (with optimizer state) to ``last.keras``.
-
-    Raises:
-        CheckpointError: not enough free disk space (checked first).
-    """
-    check_free_space(model_dir, checkpoint_bytes(model))
-    with _checkpoint_errors(model_dir / LAST_MODEL), atomic_path(model_dir / LAST_MODEL, suffix=".keras") as tmp:
-        model.save(tmp)
-
-
 def best_val_accuracy(model_dir: Path) -> float | None:
     """The val_accuracy recorded with ``best.weights.h5``, or ``None`` if there is none."""
     path = model_dir / BEST_INFO
@@ -423,23 +333,6 @@ def write_history(model_dir: Path, rows: list[dict[str, float]]) -> None:
     write_text(model_dir / HISTORY, buffer.getvalue())
 
 
-def load_last_model(model_dir: Path) -> Any:
-    """Load ``last.keras`` with Keras' ``safe_mode`` (no arbitrary code runs).
-
-    Raises:
-        CheckpointError: missing or unreadable file.
-    """
-    import keras
-
-    path = model_dir / LAST_MODEL
-    if not path.exists():
-        raise CheckpointError(f"{path}: no checkpoint to resume from; train without --resume first")
-    try:
-        return keras.models.load_model(path, safe_mode=True)
-    except Exception as exc:  # Keras raises several types for a corrupt archive
-        raise CheckpointError(f"{path}: cannot load ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-
-
 def load_trained_setting(model_dir: Path) -> Setting:
     """The Setting of a model directory that holds a best checkpoint.
 
@@ -452,45 +345,6 @@ def load_trained_setting(model_dir: Path) -> Setting:
     if not weights.exists():
         raise CheckpointError(f"{weights}: no checkpoint; train first (mnist_keras.py --mode train)")
     return load_setting(model_dir)
-
-
-def load_trained_model(model_dir: Path, setting: Setting | None = None,
-                       policy: str | None = None) -> tuple[Any, Setting, list[str]]:
-    """The best model of a model directory, with its Setting and class names.
-
-    Rebuilds the architecture from ``setting.json`` (or ``setting``, when the
-    caller has already read it with :func:`load_trained_setting`) and loads
-    ``best.weights.h5`` into it: no code is read from the directory. The
-    model is built under the trained dtype policy, or ``policy`` (e.g.
-    ``"float32"`` for the exporters, which do not take bfloat16).
-
-    Raises:
-        CheckpointError: the directory, a file, or a match between them is
-            missing (e.g. weights for a different number of classes).
-    """
-    from .train import dtype_policy
-    from .train.models import build_model
-
-    weights = model_dir / BEST_WEIGHTS
-    # Shared lock: a training run cannot swap in a new model while these files are read together.
-    with files_lock(model_dir, exclusive=False):
-        saved = load_trained_setting(model_dir)
-        if setting is not None and any(getattr(saved, k) != getattr(setting, k) for k in MODEL_DEFINING):
-            raise CheckpointError(f"{display(model_dir)}: the model was replaced by a new training run "
-                                  "while it was being read; run the command again")
-        setting = setting or saved
-        class_names = load_class_names(model_dir)
-        dtype_policy.apply(policy or setting.dtype_policy)  # weights are float32 under either policy
-        model = build_model(setting.model, setting.input_shape, len(class_names))
-        try:
-            # skip_mismatch=False: a file for another architecture or class count must fail, not half-load.
-            model.load_weights(weights)
-        except Exception as exc:  # h5py/Keras raise several types for mismatched or corrupt files
-            raise CheckpointError(
-                f"{display(weights)}: does not fit model {setting.model!r} with {len(class_names)} classes "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-            ) from None
-    return model, setting, class_names
 
 
 def light_background_share(model_dir: Path) -> float:

@@ -18,11 +18,6 @@ import numpy as np  # noqa: E402
 from .atomic import atomic_path  # noqa: E402
 from .names import display  # noqa: E402
 
-TRAINING_CURVES = "training_curves.png"
-CONFUSION_MATRIX = "confusion_matrix.png"
-MISCLASSIFIED = "misclassified.png"
-SAMPLES = "samples.png"
-RELIABILITY = "reliability_diagram.png"
 MISCLASSIFIED_SHOWN = 40  # images in misclassified.png, most confident mistakes first
 
 
@@ -87,7 +82,7 @@ def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
     under it, how many images each bin holds (a point made of 3 images is noise, one of 9,000 is not).
 
     ``curves`` maps a label (e.g. "before calibration") to
-    :func:`mnist_folders.serve.calibration.reliability`'s ``(confidence, accuracy,
+    :func:`mnist_folders.networks.calibration.reliability`'s ``(confidence, accuracy,
     count)`` arrays plus the curve's ECE; empty bins are not drawn. Marker areas
     grow with the bin's count too.
     """

@@ -3,10 +3,10 @@ and the hyperparameters of a run, each described once.
 
 Each field carries one :class:`Option` (``field(metadata=...)``): its help
 text, group, kind, allowed values or range. From those descriptions come the
-command-line flags (:func:`mnist_folders.cli.add_setting_flags`), the
+command-line flags (:func:`mnist_folders.commands.cli.add_setting_flags`), the
 validation (:meth:`Setting.validate`, table-driven), the TOML keys and their
 error messages, and the generated tables of ``docs/cli-reference.md``, ``setting.py`` and
-``configs/mnist.toml`` (``python -m mnist_folders.settings_docs``). Adding a
+``configs/mnist.toml`` (``python -m mnist_folders.commands.settings_docs``). Adding a
 setting is one ``option(...)`` line here plus its use.
 
 Defaults serve MNIST as exported by ``parse_mnist.py`` with no flags. Precedence,
@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SettingError
-from .data.images import CHANNELS, RESIZE_METHODS
-from .train.dtype_policy import DTYPE_POLICIES
 
 DEFAULT_DATA_DIR = "mnist_data"
 GROUPS = ("paths", "image", "classes", "training", "prediction", "serving", "system")
@@ -38,6 +36,9 @@ CACHE_MODES = ("auto", "memory", "disk", "none")  # mnist_folders.data.image_cac
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # mnist_folders.train.distribute
 CLASS_WEIGHTS = ("auto", "none", "balanced")
 SPLIT_ORDERS = ("shuffled", "sorted")
+RESIZE_METHODS = ("stretch", "pad", "crop")  # mnist_folders.data.images
+CHANNELS = {"grayscale": 1, "rgb": 3}  # color_mode -> channels of the model input
+DTYPE_POLICIES = ("auto", "float32", "mixed_bfloat16")  # mnist_folders.networks.dtype_policy
 LR_SCHEDULES = ("constant", "cosine", "plateau")
 FINE_TUNE = ("auto", "none", "top", "all")  # mnist_folders.train.fine_tuning
 # Pixels a side at most: one 2048x2048 RGB input is 48 MiB in float32, beyond what a CPU trains on; a larger
@@ -46,7 +47,7 @@ MAX_SIDE = 2048
 
 
 def _model_names() -> tuple[str, ...]:
-    from .train.models import MODELS  # the registry imports no Keras until a model is built
+    from .registry import MODELS
 
     return ("auto", *MODELS)
 
@@ -64,7 +65,7 @@ class Option:
         low, high: inclusive bounds of a number, or exclusive where
             ``low_open`` / ``high_open``.
         model_default: ``None`` means "the chosen model's own default" (from
-            its :data:`~mnist_folders.train.models.MODELS` entry).
+            its :data:`~mnist_folders.registry.MODELS` entry).
         default_text: how the default reads in the docs when it is not the
             field's literal default.
         aliases: extra flag names.
@@ -293,7 +294,7 @@ class Setting:
 
     def _fill_model_defaults(self) -> None:
         """Replace ``None`` hyperparameters by the chosen model's defaults."""
-        from .train.models import MODELS
+        from .registry import MODELS
 
         spec = MODELS.get(self.model) if isinstance(self.model, str) else None
         if spec is None:
@@ -368,7 +369,7 @@ class Setting:
             raise SettingError("model_dir must name a folder. Received: model_dir=''")
         if not self.host.strip():
             raise SettingError("host must name an address (127.0.0.1: this machine only). Received: host=''")
-        from .train.models import MODELS, too_small
+        from .registry import MODELS, too_small
 
         spec = MODELS.get(self.model)
         given = [side for side in (self.image_height, self.image_width) if side != "auto"]

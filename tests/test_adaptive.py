@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import REPO, run_cli
 from mnist_folders.train import schedules
 from mnist_folders.data.folders import FolderIndex
-from mnist_folders.train.models import auto_model
+from mnist_folders.registry import auto_model
 from mnist_folders.settings import Setting
 
 CLI = str(REPO / "mnist_keras.py")
@@ -71,7 +71,7 @@ def test_model_auto_follows_the_image_size():
 
 
 def test_image_size_auto_keeps_small_images_and_fits_larger_ones_to_the_model():
-    from mnist_folders.train.models import auto_image_size
+    from mnist_folders.registry import auto_image_size
 
     assert auto_image_size((28, 28), "cnn_64_128_256") == (28, 28)  # MNIST unchanged
     assert auto_image_size((16, 40), "strong") == (16, 40)

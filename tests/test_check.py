@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import MNIST, REPO, run_cli
-from mnist_folders.data import check
+from mnist_folders import audit as check
 from mnist_folders.errors import DatasetError
 from mnist_folders.data.images import ImageReadError, load_image
 from mnist_folders.settings import Setting
@@ -246,7 +246,7 @@ def test_worker_processes_find_the_same(faulty, monkeypatch):
 
 
 def test_check_imports_neither_tensorflow_nor_matplotlib():
-    code = ("import sys, mnist_folders.data.check; "
+    code = ("import sys, mnist_folders.audit; "
             "print([m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
@@ -276,7 +276,7 @@ def test_csv_cells_are_not_formulas():
 
 
 def test_a_mislabelled_image_ranks_at_the_top(trained_model, small_data, tmp_path):
-    from mnist_folders.artifacts import load_trained_model
+    from mnist_folders.networks.saved import load_trained_model
 
     model, setting, class_names = load_trained_model(trained_model)
     tree = tmp_path / "train"
@@ -300,7 +300,7 @@ def test_a_mislabelled_image_ranks_at_the_top(trained_model, small_data, tmp_pat
 
 def test_the_duplicates_figure_draws_thumbnails_of_large_images(small_data, tmp_path, monkeypatch):
     # Issue 24, M9: three 9000x9000 duplicates were drawn at full size (5.9 GB, 66 s).
-    from mnist_folders.data import check_plots
+    from mnist_folders.audit import figures as check_plots
 
     for digit in ("3", "8"):
         (tmp_path / "train" / digit).mkdir(parents=True)

@@ -12,8 +12,9 @@ from PIL import Image
 
 from conftest import EPOCHS, REPO, run_cli, run_cli_watching_imports
 from mnist_folders import artifacts
-from mnist_folders.artifacts import load_trained_model
-from mnist_folders.serve.prediction import predict_probabilities
+from mnist_folders.networks import saved
+from mnist_folders.networks.saved import load_trained_model
+from mnist_folders.networks.inference import predict_probabilities
 
 CLI = str(REPO / "mnist_keras.py")
 
@@ -160,7 +161,8 @@ def test_usage_errors_come_before_tensorflow_loads(tmp_path, small_data, mode):
 
 def test_every_model_states_its_smallest_input():
     from mnist_folders.errors import SettingError
-    from mnist_folders.train.models import MODELS, build_model, smallest_input
+    from mnist_folders.registry import MODELS
+    from mnist_folders.networks.build import build_model, smallest_input
 
     for name, spec in MODELS.items():
         assert spec.min_size == smallest_input(name, 3, 10), name
@@ -187,7 +189,7 @@ def test_resume_continues_from_the_next_epoch_with_the_idg_pipeline(small_data, 
     assert loss[1] < 0.6 * loss[0], loss
     train_images = json.loads((model_dir / "dataset.json").read_text())["train_images"]
     steps = -(-train_images // 64)
-    assert int(artifacts.load_last_model(model_dir).optimizer.iterations.numpy()) == 2 * steps
+    assert int(saved.load_last_model(model_dir).optimizer.iterations.numpy()) == 2 * steps
     result = run_cli(CLI, *common, "--epochs", "2", "--resume")  # already finished: nothing more runs
     assert "Epoch" not in result.stdout
     assert len((model_dir / "history.csv").read_text().splitlines()) == 3

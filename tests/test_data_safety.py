@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from conftest import MNIST, REPO
-from mnist_folders.data import check
+from mnist_folders import audit as check
 from mnist_folders.data.idx import load_split
 from mnist_folders.data.images import load_image
 from mnist_folders.errors import DatasetError
@@ -32,7 +32,7 @@ from mnist_folders.settings import Setting
 _PEAK_OF_CHECK = """
 import resource, sys
 import matplotlib.pyplot  # imported before measuring: drawing needs it whatever the images
-from mnist_folders.data import check
+from mnist_folders import audit as check
 from mnist_folders.settings import Setting
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 report = check.run_check(Setting(data_dir=sys.argv[1], model_dir=sys.argv[1] + '/model'), progress=False,

@@ -12,8 +12,10 @@ import pytest
 
 from conftest import EXPORT_TEMPERATURE, MNIST, REPO, run_cli, run_cli_watching_imports
 from mnist_folders import artifacts
+from mnist_folders.networks import saved
 from mnist_folders.data.idx import load_split
-from mnist_folders.serve import calibration, parity
+from mnist_folders.networks import calibration
+from mnist_folders.serve import parity
 
 CLI = str(REPO / "mnist_keras.py")
 FLOAT_FORMATS = ("savedmodel", "savedmodel_bytes", "tflite", "onnx")
@@ -40,7 +42,7 @@ def dark_on_light(exported, tmp_path_factory):
     folder = tmp_path_factory.mktemp("dark_on_light")
     for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"{i:02d}.png")
-    model, _, _ = artifacts.load_trained_model(exported, policy="float32")
+    model, _, _ = saved.load_trained_model(exported, policy="float32")
     softmax = np.asarray(model.predict_on_batch((255 - images[..., None]).astype(np.float32) / 255))
     expected = _softmax(np.log(np.maximum(softmax, 1e-30)) / EXPORT_TEMPERATURE)
     return folder, images, expected
@@ -203,7 +205,7 @@ def _predicts_padded_images(model_dir, folder, csv_path, policy):
     black margins, as trained), temperature-scaled: computed here without the predict path."""
     from PIL import Image, ImageOps
 
-    model, _, class_names = artifacts.load_trained_model(model_dir, policy=policy)
+    model, _, class_names = saved.load_trained_model(model_dir, policy=policy)
     names = sorted(p.name for p in folder.iterdir())
     padded = []
     for name in names:
@@ -227,7 +229,7 @@ def test_unknown_export_format_is_a_usage_error():
 
 def test_a_failed_export_after_training_is_one_line_and_keeps_the_training(tmp_path):
     from mnist_folders.settings import Setting
-    from mnist_folders.train.training import export_after_training
+    from mnist_folders.commands.train import export_after_training
 
     lines = []
     export_after_training(Setting(model_dir=str(tmp_path / "empty")), ("onnx",), lines.append)
@@ -243,7 +245,7 @@ def test_training_fits_the_temperature_that_minimises_the_validation_nll(trained
     from mnist_folders.train.training import split_readable
 
     saved = json.loads((trained_model / "calibration.json").read_text())
-    model, setting, class_names = artifacts.load_trained_model(trained_model)
+    model, setting, class_names = saved.load_trained_model(trained_model)
     held_out = split_readable(setting, index_tree(setting.train_path, class_names), [])[1]
     assert saved["validation_images"] == len(held_out) == json.loads(
         (trained_model / "dataset.json").read_text())["validation_images"] > 0

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO
 from mnist_folders.errors import CheckpointError
-from mnist_folders.train.torch_pickle import MAGIC_NUMBER, PROTOCOL_VERSION, read_state_dict
+from mnist_folders.networks.torch_pickle import MAGIC_NUMBER, PROTOCOL_VERSION, read_state_dict
 
 
 def _pth() -> Path:
@@ -65,7 +65,7 @@ def _legacy(path: Path, state: bytes, storages: dict, magic: bytes | None = None
 
 
 def test_reading_the_real_file_imports_neither_torch_nor_tensorflow():
-    code = ("import sys; from mnist_folders.train.torch_pickle import read_state_dict; "
+    code = ("import sys; from mnist_folders.networks.torch_pickle import read_state_dict; "
             f"sd = read_state_dict({str(_pth())!r}); "
             "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules and 'keras' not in sys.modules; "
             "print(len(sd), sd['_conv_stem.weight'].shape, sd['_fc.weight'].dtype)")
@@ -148,7 +148,7 @@ def test_the_imagenet_model_recognises_grace_hoppers_uniform(state_dict, policy)
     import matplotlib
     from PIL import Image
 
-    from mnist_folders.train.efficientnet_lite import imagenet_classifier
+    from mnist_folders.networks.efficientnet_lite import imagenet_classifier
 
     photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     image = Image.open(photo).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC)
@@ -167,8 +167,7 @@ def test_the_imagenet_model_recognises_grace_hoppers_uniform(state_dict, policy)
 
 
 def test_backbone_shapes_names_and_loading_errors(state_dict):
-    from mnist_folders.train.efficientnet_lite import (FEATURES, MIN_SIZE, backbone, block_names,
-                                                       load_torch_weights, top_layers)
+    from mnist_folders.networks.efficientnet_lite import FEATURES, MIN_SIZE, backbone, block_names, load_torch_weights, top_layers
 
     names = block_names()
     assert len(names) == 16 and names[:3] == ["block1a", "block2a", "block2b"] and names[-1] == "block7a"

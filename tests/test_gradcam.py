@@ -29,8 +29,9 @@ import tensorflow as tf
 from mnist_folders.data.images import scale
 from mnist_folders.explain import gradcam as gc_module
 from mnist_folders.explain.gradcam import GradCam, NoConvolution, explain, gradcam, last_conv_layer, overlay
-from mnist_folders.serve.prediction import predict_probabilities
-from mnist_folders.train.models import MODELS, build_model
+from mnist_folders.networks.inference import predict_probabilities
+from mnist_folders.registry import MODELS
+from mnist_folders.networks.build import build_model
 
 SIDE = 32
 CUE = (slice(2, 8), slice(SIDE - 8, SIDE - 2))  # a 6x6 square in the top-right corner: a transposed or flipped

@@ -517,7 +517,7 @@ def test_a_tiff_pillow_chokes_on_is_skipped_not_fatal(predict_runs):
 
 def test_internal_error_is_one_line_naming_the_log(tmp_path, monkeypatch, capsys):
     # No input of a user's should reach this path any more, so the bug is planted: a main that divides by zero.
-    from mnist_folders import cli
+    from mnist_folders.commands import cli
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr("tempfile.tempdir", None)

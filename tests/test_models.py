@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from mnist_folders.artifacts import load_trained_model
-from mnist_folders.train.models import MODELS, build_model
+from mnist_folders.networks.saved import load_trained_model
+from mnist_folders.registry import MODELS
+from mnist_folders.networks.build import build_model
 from mnist_folders.settings import Setting
 
 CLI = str(REPO / "mnist_keras.py")

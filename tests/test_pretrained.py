@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from conftest import MNIST, REPO, run_cli
-from mnist_folders.train.pretrained_weights import CACHE_ENV, available
-from mnist_folders.train.models import MODELS
+from mnist_folders.networks.pretrained_weights import CACHE_ENV, available
+from mnist_folders.registry import MODELS
 
 CLI = str(REPO / "mnist_keras.py")
 CLASSES = (0, 1, 3, 7)
@@ -147,9 +147,9 @@ def test_without_fine_tuning_the_backbone_keeps_its_imagenet_weights(few_shot, c
     """The few-shot path trains the head only: every backbone weight equals the converted ImageNet file's."""
     model_dir, _ = few_shot
     monkeypatch.setenv(CACHE_ENV, cache[CACHE_ENV])
-    from mnist_folders.train.architectures import backbone_of
-    from mnist_folders.train.models import build_model
-    from mnist_folders.train.pretrained_weights import keras_weights
+    from mnist_folders.networks.architectures import backbone_of
+    from mnist_folders.networks.build import build_model
+    from mnist_folders.networks.pretrained_weights import keras_weights
 
     model = build_model("efficientnet_lite0", (160, 160, 3), 4)
     model.load_weights(model_dir / "best.weights.h5")

@@ -38,10 +38,11 @@ from mnist_folders.data.folders import FolderIndex, find_class_names, index_tree
 from mnist_folders.data.images import (
     ImageReadError, convert_mode, decode, is_colour, lighter_borders, load_image, load_images, resize, scale,
 )
-from mnist_folders.train.models import MODELS
-from mnist_folders.serve.prediction import (
-    Prediction, csv_header, files_to_predict, inference_batch_size, invert_where_needed, to_csv,
-)
+from mnist_folders.registry import MODELS
+from mnist_folders.serve.prediction import Prediction, csv_header, to_csv
+from mnist_folders.data.folders import files_to_predict
+from mnist_folders.networks.inference import inference_batch_size
+from mnist_folders.data.images import invert_where_needed
 from mnist_folders.settings import Option, Setting, chosen_values, option, read_toml
 
 

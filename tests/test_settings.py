@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import REPO, run_cli
-from mnist_folders import settings_docs
+from mnist_folders.commands import settings_docs
 from mnist_folders.errors import SettingError
 from mnist_folders.data.folders import index_tree
 from mnist_folders.settings import Setting, options
@@ -65,7 +65,7 @@ def test_unknown_toml_key_suggests_the_closest(tmp_path):
 
 
 def test_every_setting_is_described_once_and_the_generated_docs_are_current():
-    assert settings_docs.main(["--check"]) == 0, "run: python -m mnist_folders.settings_docs"
+    assert settings_docs.main(["--check"]) == 0, "run: python -m mnist_folders.commands.settings_docs"
     readme = (REPO / "docs" / "cli-reference.md").read_text()
     for name in options():
         assert f"| `{name}` |" in readme

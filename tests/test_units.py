@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from mnist_folders.train.dtype_policy import cpu_has_bf16
+from mnist_folders.networks.dtype_policy import cpu_has_bf16
 from mnist_folders.errors import SettingError
 from mnist_folders.data.images import convert_mode, is_colour, lighter_borders, load_image, resize
 from mnist_folders.names import safe_cell
@@ -128,7 +128,7 @@ def test_option_accepts_words_beside_integers():
 
 def test_settings_and_help_do_not_load_tensorflow():
     # --help and every settings error must come back fast: no TensorFlow or Keras import on that path.
-    code = ("import sys, mnist_folders.settings, mnist_folders.serve.prediction, mnist_folders.cli;"
+    code = ("import sys, mnist_folders.settings, mnist_folders.serve.prediction, mnist_folders.commands.cli;"
             "mnist_folders.settings.Setting(model='strong');"
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)

@@ -226,3 +226,20 @@ def index_tree(root: str | Path, class_names: list[str] | None = None, require_a
     if not paths:
         raise DatasetError(f"{root}: no images found in the class folders")
     return FolderIndex(root, list(class_names), paths, np.asarray(labels, dtype=np.int32), ignored, unlistable)
+
+
+def files_to_predict(target: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """The files under folder ``target`` (or ``target`` itself when it is a file), and those left out.
+
+    Raises:
+        DatasetError: ``target`` does not exist.
+    """
+    if target.is_file():
+        return [str(target)], []
+    if not target.is_dir():
+        raise DatasetError(f"{display(target)}: no such folder or image file to predict")
+    errors: list[tuple[str, str]] = []
+    files, left_out = list_files(target, errors)
+    unlistable = {path for path, _ in errors}
+    return files, errors + [(path, "not a regular file") for path in left_out
+                            if path not in unlistable and not Path(path).name.startswith(".")]

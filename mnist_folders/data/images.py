@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..settings import CHANNELS
+
 # Image files by extension, compared case-insensitively: those Keras'
 # image_dataset_from_directory reads (bmp, gif, jpeg, jpg, png) plus the extra
 # ones its ImageDataGenerator lists (ppm, tif, tiff). Pillow decodes them all.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff")
-RESIZE_METHODS = ("stretch", "pad", "crop")
-CHANNELS = {"grayscale": 1, "rgb": 3}  # color_mode -> channels of the model input
 SCALE = 1.0 / 255.0  # uint8 pixels -> [0, 1]: the one place images are rescaled
 
 
@@ -227,3 +227,13 @@ def load_images(paths: list[str], height: int, width: int, color_mode: str,
         except ImageReadError as exc:
             failed.append((i, str(exc)))
     return images, failed
+
+
+def invert_where_needed(images: np.ndarray, invert: str, trained_light: bool) -> np.ndarray:
+    """Apply the ``invert`` setting to ``(N, H, W, C)`` uint8 images (in place; returned)."""
+    if invert == "true":
+        images = 255 - images
+    elif invert == "auto":
+        flip = lighter_borders(images) != trained_light
+        images[flip] = 255 - images[flip]
+    return images

@@ -18,10 +18,12 @@ import numpy as np
 
 from .. import artifacts, plots
 from ..data.decoding import decode_images
+from ..data.folders import files_to_predict
+from ..data.images import invert_where_needed
 from ..errors import SettingError
 from ..names import display
-from ..serve import calibration
-from ..serve.prediction import TOP_K, files_to_predict, invert_where_needed
+from ..networks import calibration, saved
+from ..networks.inference import TOP_K
 from ..settings import Setting
 
 BATCH = 32  # images per Grad-CAM pass
@@ -63,7 +65,7 @@ def explain_files(setting: Setting, output: Path) -> Explained:
                            "a folder outside it")
     artifacts.check_creatable(output, what="--output folder")
     paths, skipped = files_to_predict(source)
-    model, setting, class_names = artifacts.load_trained_model(setting.model_path, setting)
+    model, setting, class_names = saved.load_trained_model(setting.model_path, setting)
     cam = GradCam(model)  # NoConvolution here, before any file is read
     trained_light = artifacts.light_background_share(setting.model_path) > 0.5
     temperature = artifacts.load_temperature(setting.model_path)

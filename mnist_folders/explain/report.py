@@ -33,12 +33,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .. import artifacts
+from .. import artifacts, layout
 from ..atomic import write_text
 from ..data.images import ImageReadError, load_image
 from ..names import display
 
-REPORT = "report.html"
 TEMPLATE = Path(__file__).with_name("report_template.html")
 CELL_CAP = 12  # test images shown per confusion-matrix cell (most confident first)
 THUMBNAILS_MAX = 3000  # in all the cells together: the cap per cell shrinks to stay under it (100 classes)
@@ -188,7 +187,7 @@ def _enlarged(image: np.ndarray, side: int) -> np.ndarray:
 
 def _dataset_audit(model_dir: Path, setting) -> dict[str, Any] | None:
     """What ``--mode check`` wrote (``check.json``, ``suspect_labels.csv``), if it ran."""
-    from ..data.check import CHECK_JSON, SUSPECT_CSV
+    from ..layout import CHECK_JSON, SUSPECT_CSV
 
     found: dict[str, Any] = {}
     try:
@@ -215,8 +214,8 @@ def build(setting, model, report, outcome: Outcome) -> dict[str, Any]:
     """The page's data: everything :func:`write_report` draws, as one JSON-ready dict."""
     model_dir, names = setting.model_path, report.class_names
     test_root = Path(report.test_dir)
-    history = artifacts.read_history(model_dir) if (model_dir / artifacts.HISTORY).exists() else []
-    best = artifacts.read_json(model_dir / artifacts.BEST_INFO) if (model_dir / artifacts.BEST_INFO).exists() else {}
+    history = artifacts.read_history(model_dir) if (model_dir / layout.HISTORY).exists() else []
+    best = artifacts.read_json(model_dir / layout.BEST_INFO) if (model_dir / layout.BEST_INFO).exists() else {}
     f1 = [None if p is None or r is None or p + r == 0 else 2 * p * r / (p + r)
           for p, r in zip(report.precision, report.recall)]
     figures = {name: _file_uri(model_dir / file) for name, file in
@@ -248,6 +247,6 @@ def write_report(setting, model, report, outcome: Outcome) -> Path:
     # Inside a <script> element: "</script>" or "<!--" in a name must not end it.
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     page = TEMPLATE.read_text(encoding="utf-8").replace("/*REPORT-DATA*/", text)
-    path = setting.model_path / REPORT
+    path = setting.model_path / layout.REPORT_HTML
     write_text(path, page)
     return path

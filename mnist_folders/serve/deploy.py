@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import artifacts
+from .. import artifacts, layout
+from ..networks import saved
 from ..atomic import atomic_path, remove_stale_temporaries, write_bytes
 from ..errors import CheckpointError, DatasetError
 from ..locking import export_lock
@@ -93,7 +94,7 @@ def weights_digest(model_dir: Path) -> str:
     Raises:
         CheckpointError: the file is missing or unreadable.
     """
-    path = model_dir / artifacts.BEST_WEIGHTS
+    path = model_dir / layout.BEST_WEIGHTS
     try:
         return file_digest(path)
     except OSError as exc:
@@ -337,8 +338,8 @@ def _export_locked(setting: Setting, formats: tuple[str, ...], log) -> ExportRes
     model_dir = setting.model_path
     digest = weights_digest(model_dir)
     # Loaded (class names checked) before anything is written: a model that cannot be exported leaves no file.
-    model, setting, class_names = artifacts.load_trained_model(model_dir, setting, policy="float32")
-    folder = model_dir / artifacts.EXPORT
+    model, setting, class_names = saved.load_trained_model(model_dir, setting, policy="float32")
+    folder = model_dir / layout.EXPORT
     folder.mkdir(exist_ok=True)
     # What an export killed mid-write left (L2 of issue 24): its SavedModel staging folder, and the temporaries
     # of its own files only (a folder someone keeps there is not ours to delete).

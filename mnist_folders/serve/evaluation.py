@@ -3,20 +3,19 @@ per-class precision/recall and the confusion matrix."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from . import calibration
-from .. import artifacts, plots
-from ..data.decoding import decode_chunks
+from .. import artifacts, layout, plots
+from ..networks import calibration, saved
 from ..data.folders import index_tree
 from ..errors import CheckpointError
 from ..locking import files_lock
 from ..names import display
-from .prediction import predict_probabilities
+from ..networks.inference import keras_probabilities, predict_files
 from ..settings import Setting
 
 
@@ -104,21 +103,19 @@ def _predict_tree(model, index, setting: Setting, progress: bool):
     h, w, c = setting.input_shape
     mistakes = Mistakes(np.zeros((0, h, w, c), np.uint8), *(np.zeros(0, t) for t in (np.int64, np.int64,
                                                                                      np.float32, np.int64)))
-    parts, kept, failed = [np.zeros((0, len(index.class_names)), np.float32)], [np.zeros(0, np.int64)], []
-    with tqdm(total=len(index), desc="test images", unit="img", disable=not progress) as bar, \
-            decode_chunks(index.paths, setting) as chunks:
-        for chunk in chunks:
-            probabilities = predict_probabilities(model, chunk.images)
-            mistakes = mistakes.add(chunk.images, index.labels[chunk.kept], probabilities, chunk.kept,
-                                    plots.MISCLASSIFIED_SHOWN)
-            parts.append(probabilities)
-            kept.append(chunk.kept)
-            failed.extend(chunk.failed)
-            bar.update(len(chunk.images) + len(chunk.failed))
-    return np.concatenate(parts), np.concatenate(kept), sorted(failed), mistakes
+
+    def keep_mistakes(chunk, probabilities: np.ndarray) -> None:
+        nonlocal mistakes
+        mistakes = mistakes.add(chunk.images, index.labels[chunk.kept], probabilities, chunk.kept,
+                                plots.MISCLASSIFIED_SHOWN)
+
+    answers = predict_files(index.paths, setting, keras_probabilities(model), len(index.class_names), progress,
+                            "test images", on_chunk=keep_mistakes)
+    return answers.probabilities, answers.kept, answers.failed, mistakes
 
 
-def evaluate(setting: Setting, progress: bool = True, chosen: dict | None = None) -> EvaluationReport:
+def evaluate(setting: Setting, progress: bool = True, chosen: dict | None = None,
+             then: Callable[..., None] | None = None) -> EvaluationReport:
     """Evaluate the best checkpoint of ``setting.model_path`` on every image of ``setting.test_path``.
 
     The model's settings, class names, weights and softmax temperature are
@@ -134,10 +131,14 @@ def evaluate(setting: Setting, progress: bool = True, chosen: dict | None = None
             when given, the Setting is made again from the snapshot's ``setting.json``, so that a
             new model replacing the old one meanwhile is evaluated with its own settings.
 
+        then: called under the same lock once ``evaluation.json`` is
+            written, as ``then(setting, model, report, paths, true,
+            calibrated)``: the images evaluated, their ``(N,)`` int64 labels
+            and ``(N, K)`` temperature-scaled probabilities. The command
+            layer draws ``report.html`` there (:mod:`mnist_folders.explain.report`).
+
     Returns:
-        The :class:`EvaluationReport`, also written to ``evaluation.json``,
-        and drawn with the test images in ``report.html``
-        (:mod:`mnist_folders.explain.report`).
+        The :class:`EvaluationReport`, also written to ``evaluation.json``.
 
     Raises:
         CheckpointError: no trained model in ``model_dir``, the model directory is inside the test
@@ -154,7 +155,7 @@ def evaluate(setting: Setting, progress: bool = True, chosen: dict | None = None
         digest = weights_digest(model_dir)  # checked again before writing: a new best epoch may replace the file
         if chosen is not None:
             setting = artifacts.setting_for_model({**chosen, "model_dir": str(model_dir)})
-        model, setting, class_names = artifacts.load_trained_model(model_dir, setting)
+        model, setting, class_names = saved.load_trained_model(model_dir, setting)
         temperature = artifacts.load_temperature(model_dir)
     index = index_tree(root, class_names, require_all=False)
     probabilities, kept, failed, mistakes = _predict_tree(model, index, setting, progress)
@@ -194,18 +195,16 @@ def evaluate(setting: Setting, progress: bool = True, chosen: dict | None = None
     with files_lock(model_dir, exclusive=False):
         _check_unchanged(model_dir, digest)
         report.figures = [
-            str(plots.confusion_matrix(report.confusion, class_names, model_dir / plots.CONFUSION_MATRIX)),
+            str(plots.confusion_matrix(report.confusion, class_names, model_dir / layout.CONFUSION_MATRIX)),
             str(plots.misclassified(mistakes.images, [class_names[i] for i in mistakes.true],
                                     [class_names[i] for i in mistakes.predicted], mistakes.confidence,
-                                    model_dir / plots.MISCLASSIFIED, total=wrong_count)),
+                                    model_dir / layout.MISCLASSIFIED, total=wrong_count)),
         ]
         if curves:
-            report.figures.append(str(plots.reliability_diagram(curves, model_dir / plots.RELIABILITY)))
-        artifacts.write_json(model_dir / artifacts.EVALUATION, asdict(report))
-        from ..explain.report import Outcome, write_report
-
-        outcome = Outcome([index.paths[i] for i in kept.tolist()], true, calibrated)
-        write_report(setting, model, report, outcome)
+            report.figures.append(str(plots.reliability_diagram(curves, model_dir / layout.RELIABILITY)))
+        artifacts.write_json(model_dir / layout.EVALUATION, asdict(report))
+        if then is not None:
+            then(setting, model, report, [index.paths[i] for i in kept.tolist()], true, calibrated)
     return report
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import artifacts
+from .. import artifacts, layout
 from ..errors import CheckpointError
 from ..locking import files_lock
 from ..names import display
@@ -28,7 +28,7 @@ from .prediction import Predictor, load_predictor
 
 CHECK_SECONDS = 1.0  # how often the files are looked at, at most
 # The files whose change means another model: the weights, the temperature, and the export built from them.
-WATCHED = (artifacts.BEST_WEIGHTS, artifacts.CALIBRATION, f"{artifacts.EXPORT}/preprocessing.json")
+WATCHED = (layout.BEST_WEIGHTS, layout.CALIBRATION, f"{layout.EXPORT}/preprocessing.json")
 # What decoding an upload depends on: a new model that differs here needs a restart of the server.
 INPUT_SETTINGS = ("image_height", "image_width", "color_mode", "resize_method")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import artifacts
+from .. import artifacts, layout
 from ..data.decoding import decode_images
 from ..data.folders import index_tree
 from .prediction import load_predictor
@@ -97,12 +97,12 @@ def compare(setting: Setting, formats: tuple[str, ...], limit: int | None = None
     paths = [index.paths[i] for i in decoded.kept]
     keras_predictor = load_predictor(setting.replace(runtime="keras"), reference_policy)
     reference = keras_predictor.probabilities(images.copy())  # the keras path inverts in place
-    runs = {"keras": (keras_predictor.probabilities, model_dir / artifacts.BEST_WEIGHTS)}
+    runs = {"keras": (keras_predictor.probabilities, model_dir / layout.BEST_WEIGHTS)}
     for name in formats:
         if name in ("savedmodel", "savedmodel_bytes"):
             import tensorflow as tf
 
-            folder = model_dir / artifacts.EXPORT / FILES["savedmodel"]
+            folder = model_dir / layout.EXPORT / FILES["savedmodel"]
             vouched_export(model_dir, folder)  # the SavedModel of the current export, not one cut short
             loaded = tf.saved_model.load(str(folder))
             if name == "savedmodel":

@@ -9,20 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from . import calibration
-from .. import artifacts, locking
+from .. import artifacts, layout, locking
+from ..networks import calibration, saved
 from ..atomic import write_text
-from ..data.decoding import decode_chunks
-from ..errors import CheckpointError, DatasetError
-from ..data.folders import list_files
-from ..data.images import lighter_borders, scale
+from ..errors import CheckpointError
+from ..data.folders import files_to_predict
+from ..data.images import invert_where_needed
+from ..networks.inference import TOP_K, predict_files, predict_probabilities
 from ..names import display, safe_cell
 from ..settings import Setting
 
-INFERENCE_BATCH_BYTES = 64 * 2**20  # float32 input per forward pass
-TOP_K = 3
 UNCERTAIN = "uncertain"  # the class column of a prediction under min_confidence
 
 
@@ -47,60 +44,12 @@ class PredictionRun:
     predictor: "Predictor | None" = None
 
 
-def inference_batch_size(input_shape: tuple[int, ...]) -> int:
-    """Images per forward pass: up to 1,024, fewer for large images (about 64 MB of float32 input)."""
-    return max(8, min(1024, INFERENCE_BATCH_BYTES // (4 * int(np.prod(input_shape)))))
-
-
-def predict_probabilities(model, images: np.ndarray, progress: bool = False) -> np.ndarray:
-    """Softmax outputs ``(N, classes)`` float32 for ``(N, H, W, C)`` uint8 images, in batches.
-
-    One ``predict_on_batch`` per batch of :func:`inference_batch_size`
-    images: cheaper than ``model.predict``, which sets up a data adapter and
-    a step loop per call (``bench/predict_speed.py`` measures the two).
-    """
-    step = inference_batch_size(images.shape[1:])
-    outputs = [np.zeros((0, *model.output_shape[1:]), dtype=np.float32)]
-    with tqdm(total=len(images), desc="predict", unit="img", disable=not progress) as bar:
-        for start in range(0, len(images), step):
-            outputs.append(np.asarray(model.predict_on_batch(scale(images[start : start + step]))))
-            bar.update(len(outputs[-1]))
-    return np.concatenate(outputs)
-
-
-def files_to_predict(target: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """The files under folder ``target`` (or ``target`` itself when it is a file), and those left out.
-
-    Raises:
-        DatasetError: ``target`` does not exist.
-    """
-    if target.is_file():
-        return [str(target)], []
-    if not target.is_dir():
-        raise DatasetError(f"{display(target)}: no such folder or image file to predict")
-    errors: list[tuple[str, str]] = []
-    files, left_out = list_files(target, errors)
-    unlistable = {path for path, _ in errors}
-    return files, errors + [(path, "not a regular file") for path in left_out
-                            if path not in unlistable and not Path(path).name.startswith(".")]
-
-
 def same_file(path: str, other: Path) -> bool:
     """True when ``path`` is the file ``other`` (links followed); only a path of ``other``'s name is stat-ed."""
     try:
         return os.path.basename(path) == other.name and os.path.samefile(path, other)
     except OSError:
         return False
-
-
-def invert_where_needed(images: np.ndarray, invert: str, trained_light: bool) -> np.ndarray:
-    """Apply the ``invert`` setting to ``(N, H, W, C)`` uint8 images (in place; returned)."""
-    if invert == "true":
-        images = 255 - images
-    elif invert == "auto":
-        flip = lighter_borders(images) != trained_light
-        images[flip] = 255 - images[flip]
-    return images
 
 
 @dataclass
@@ -144,7 +93,7 @@ def load_predictor(setting: Setting, policy: str | None = None) -> Predictor:
         return Predictor(exported.predict, exported.class_names, runtime, display(exported.path))
     from .runtime import probability_problem
 
-    model, _, class_names = artifacts.load_trained_model(model_dir, setting, policy)
+    model, _, class_names = saved.load_trained_model(model_dir, setting, policy)
     trained_light = artifacts.light_background_share(model_dir) > 0.5
     temperature = artifacts.load_temperature(model_dir)
 
@@ -153,7 +102,7 @@ def load_predictor(setting: Setting, policy: str | None = None) -> Predictor:
         result = calibration.apply_temperature(predict_probabilities(model, images), temperature)
         problem = probability_problem(result)  # NaN weights answer class 0 at "nan" otherwise (L18 of issue 24)
         if problem:
-            raise CheckpointError(f"{display(model_dir / artifacts.BEST_WEIGHTS)}: the model {problem}; "
+            raise CheckpointError(f"{display(model_dir / layout.BEST_WEIGHTS)}: the model {problem}; "
                                   "its weights are damaged: train again")
         return result
 
@@ -217,7 +166,7 @@ def predict(setting: Setting, output: Path | None = None, progress: bool = True)
         OSError: the CSV cannot be written (checked before any work).
     """
     model_dir = setting.model_path
-    csv_path = Path(output) if output else model_dir / artifacts.PREDICTIONS
+    csv_path = Path(output) if output else model_dir / layout.PREDICTIONS
     paths, skipped = files_to_predict(setting.predict_path)
     # The CSV of an earlier run inside the folder is ours, not an image to list as skipped each time.
     paths = [path for path in paths if not same_file(path, csv_path)]
@@ -227,18 +176,17 @@ def predict(setting: Setting, output: Path | None = None, progress: bool = True)
     with locking.appender_lock(csv_path, create=False):
         run = PredictionRun([], skipped)
         # Decoding starts while the model loads; one thread, not processes: the model needs the cores.
-        with decode_chunks(paths, setting, processes=False) as chunks:
+        predictor: Predictor | None = None
+
+        def load() -> None:
+            nonlocal predictor
             predictor = run.predictor = load_predictor(setting)
-            parts = [np.zeros((0, len(predictor.class_names)), dtype=np.float32)]
-            kept = [np.zeros(0, dtype=np.int64)]
-            with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
-                for chunk in chunks:
-                    parts.append(predictor.probabilities(chunk.images))
-                    kept.append(chunk.kept)
-                    run.skipped.extend(chunk.failed)
-                    bar.update(len(chunk.images) + len(chunk.failed))
+
+        answers = predict_files(paths, setting, lambda images: predictor.probabilities(images), progress=progress,
+                                processes=False, on_start=load)
+        run.skipped.extend(answers.failed)
         run.skipped.sort()
-        probabilities, kept = np.concatenate(parts), np.concatenate(kept)
+        probabilities, kept = answers.probabilities, answers.kept
         if len(kept) == 0:
             return run
         run.predictions = rank(probabilities, predictor.class_names, [paths[i] for i in kept],

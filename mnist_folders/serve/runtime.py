@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import artifacts
+from .. import layout
 from ..errors import CheckpointError
 from ..names import class_name_problem, display
 
@@ -132,7 +132,7 @@ class ExportedModel:
     """
 
     def __init__(self, model_dir: Path, runtime: str = "onnx"):
-        self.runtime, self.path = runtime, Path(model_dir) / artifacts.EXPORT / RUNTIMES[runtime]
+        self.runtime, self.path = runtime, Path(model_dir) / layout.EXPORT / RUNTIMES[runtime]
         self.preprocessing, self.class_names = vouched_export(Path(model_dir), self.path)
         library = "onnxruntime" if runtime == "onnx" else "ai_edge_litert"
         if importlib.util.find_spec(library) is None:

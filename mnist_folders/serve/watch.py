@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import artifacts, locking
+from .. import artifacts, layout, locking
 from ..atomic import atomic_path
 from ..errors import CheckpointError, DatasetError, SettingError
 from ..data.folders import is_model_dir, list_files
@@ -265,7 +265,7 @@ def watch(setting: Setting, predictor: Predictor, output: Path | None = None, so
     folder = setting.predict_path
     if not folder.is_dir():
         raise DatasetError(f"{display(folder)}: no such folder to watch")
-    csv_path = Path(output) if output else setting.model_path / artifacts.PREDICTIONS
+    csv_path = Path(output) if output else setting.model_path / layout.PREDICTIONS
     artifacts.check_output_csv(csv_path, setting.model_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)  # as batch predict: --output may name a new folder
     stop = stop or threading.Event()

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import schedules
 from .. import artifacts
+from ..networks import saved
 
 
 KILL_AT_ENV = "MNIST_FOLDERS_KILL_AT"
@@ -58,13 +59,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.history.append(row)
         if "val_accuracy" in row and schedules.best_epoch(self.history) == epoch + 1:
             self.best = row["val_accuracy"]
-            artifacts.save_best_weights(self.model_dir, self.model, epoch + 1, row["val_accuracy"])
+            saved.save_best_weights(self.model_dir, self.model, epoch + 1, row["val_accuracy"])
         # last.keras is written last: it is the commit point of the epoch.
         # A kill before it leaves history one row ahead, which resume trims.
         artifacts.write_history(self.model_dir, self.history)
         if os.environ.get(KILL_AT_ENV) == f"{epoch + 1}:history":  # fault injection, see KillAt
             os.kill(os.getpid(), signal.SIGKILL)
-        artifacts.save_last_model(self.model_dir, self.model)
+        saved.save_last_model(self.model_dir, self.model)
         if self.promote_to is not None:
             artifacts.promote(self.model_dir, self.promote_to)
             self.model_dir, self.promote_to = self.promote_to, None

@@ -3,7 +3,7 @@
 A frozen pretrained backbone maps each image to one feature vector
 (``(1280,)`` float32 for EfficientNet-Lite0). The few-shot path fits a
 classifier head on those vectors; computing them is most of its time, so
-each is kept in the cache folder of :func:`mnist_folders.train.pretrained_weights.cache_root`,
+each is kept in the cache folder of :func:`mnist_folders.networks.pretrained_weights.cache_root`,
 under ``embeddings/<backbone>-<H>x<W>x<C>-<key>/<aa>/<sha256>.npy``, where
 the key covers everything that changes a vector (backbone, weights, input
 shape, colour mode, resize method, dtype policy) and ``<sha256>`` is the
@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..data.decoding import decode_chunks
 from ..data.images import scale
 from ..settings import Setting
-from .pretrained_weights import SOURCES, cache_root
+from ..networks.pretrained_weights import SOURCES, cache_root
 
 BATCH = 64  # images per forward pass of the backbone
 

@@ -95,8 +95,8 @@ def fit_head(model: keras.Model, train: tuple[np.ndarray, np.ndarray], validatio
 def unfreeze(model: keras.Model, fine_tune: str) -> int:
     """Make the layers ``fine_tune`` names trainable (``top``: :data:`TOP_BLOCKS`; ``all``: every one); return
     the number of trainable weights. Batch normalisation layers stay frozen (inference mode) in both."""
-    from .architectures import backbone_of
-    from .efficientnet_lite import top_layers
+    from ..networks.architectures import backbone_of
+    from ..networks.efficientnet_lite import top_layers
 
     backbone = backbone_of(model)
     backbone.trainable = True  # first: a frozen parent hides its layers' own flags
@@ -109,7 +109,7 @@ def unfreeze(model: keras.Model, fine_tune: str) -> int:
 
 def freeze_backbone(model: keras.Model) -> None:
     """Freeze the whole backbone (the head alone trains)."""
-    from .architectures import backbone_of
+    from ..networks.architectures import backbone_of
 
     backbone_of(model).trainable = False
 

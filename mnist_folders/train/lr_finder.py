@@ -16,13 +16,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import dtype_policy
+from ..networks import dtype_policy
 from .. import artifacts, plots
-from .models import build_model
+from ..layout import LR_FIND_JSON, LR_FIND_PNG
+from ..networks.build import build_model
 from ..settings import Setting
 
-LR_FIND_JSON = "lr_find.json"
-LR_FIND_PNG = "lr_find.png"
 
 
 @dataclass

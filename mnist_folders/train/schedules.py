@@ -45,7 +45,7 @@ def resolve_budget(setting: Any, train_images: int, default_batch: int, default_
     """``setting`` with its ``auto`` batch size, patience and epoch cap made numbers for ``train_images``.
 
     ``default_batch`` and ``default_learning_rate`` are the model's own
-    (:data:`mnist_folders.train.models.MODELS`); the learning rate is scaled only
+    (:data:`mnist_folders.registry.MODELS`); the learning rate is scaled only
     when an automatic batch is smaller than the default and the learning
     rate is the model's default.
     """

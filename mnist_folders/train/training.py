@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,27 +17,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import dtype_policy, multi_worker, schedules
-from .. import artifacts, locking, plots
-from ..serve import calibration
-from .callbacks import EpochCheckpoint, StopRule, training_callbacks
-from ..data.decoding import decode_chunks, decode_images
-from .distribute import strategy_for
-from .multi_worker import Role
-from ..errors import CheckpointError, DatasetError, TrainingError
+from .. import artifacts, layout, locking, plots
+from ..data.decoding import decode_images
 from ..data.folders import FolderIndex, index_tree, training_class_names
 from ..data.image_cache import remove_cache
 from ..data.images import is_colour, lighter_borders, typical_size
-from .models import MODELS, build_model
-from ..names import display
 from ..data.pipeline import TrainingData, training_data
-from ..serve.prediction import predict_probabilities
-from .transfer import initialise_from
+from ..errors import CheckpointError, DatasetError, TrainingError
+from ..names import display
+from ..networks import dtype_policy, saved
+from ..networks.build import build_model
+from ..registry import MODELS
 from ..settings import RESUME_FIXED, Setting, options
+from . import multi_worker, schedules
+from .callbacks import EpochCheckpoint, StopRule, training_callbacks
+from .distribute import strategy_for
+from .multi_worker import Role
+from .transfer import initialise_from
 
 
 
-CALIBRATION_IMAGES = 10_000  # validation images the softmax temperature is fitted on, at most
 STEPS_PER_EXECUTION = 16  # training steps per call into the compiled graph, at most
 
 
@@ -54,6 +54,17 @@ def steps_per_execution(steps_per_epoch: int) -> int:
 
 
 @dataclass
+class FinishedRun:
+    """A finished training run, as what follows it needs it: the result, the Setting with every ``auto``
+    resolved, the training tree's index and the files that could not be read."""
+
+    result: "TrainResult"
+    setting: Setting
+    index: FolderIndex
+    unreadable: list[tuple[str, str]]
+
+
+@dataclass
 class TrainResult:
     """Summary of a training run."""
 
@@ -65,7 +76,8 @@ class TrainResult:
 
 
 def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", log=print,
-          progress: bool = True, strict: bool = False, export_formats: tuple[str, ...] = ()) -> TrainResult:
+          progress: bool = True, strict: bool = False,
+          then: Callable[["FinishedRun"], None] | None = None) -> TrainResult:
     """Train ``setting.model`` on ``setting.train_path`` into ``setting.model_path``.
 
     Args:
@@ -80,10 +92,11 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
         progress: show a tqdm bar while images are decoded.
         strict: refuse to train when any image file is unreadable, instead of
             skipping and listing it.
-        export_formats: formats of :func:`mnist_folders.serve.deploy.export`
-            written after training (the chief only). A failed export is
-            logged in one line and the training kept: ``--mode export``
-            retries it.
+        then: what follows training on the chief, still under the model
+            directory's training lock (so no other run replaces the model
+            meanwhile): the command layer calibrates and exports there
+            (:mod:`mnist_folders.commands.train`). Not called when no epoch
+            was completed.
 
     Raises:
         DatasetError: the train tree is missing, has fewer than 2 classes, a
@@ -119,25 +132,10 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
         with multi_worker.lost_contact(role), strategy.scope():
             result, setting, unreadable = _train_locked(setting, index, resume, verbose, log, progress, strict,
                                                         (role, None))
-        # Calibration: the softmax temperature of the best checkpoint, fitted on the validation images
-        # (outside the strategy: a plain forward pass).
-        if result.history:
-            log(calibrate(setting, index, unreadable))
-            if export_formats:
-                export_after_training(setting, export_formats, log)
+        # What follows (calibration, export) runs outside the strategy: plain forward passes.
+        if result.history and then is not None:
+            then(FinishedRun(result, setting, index, unreadable))
         return result
-
-
-def export_after_training(setting: Setting, formats: tuple[str, ...], log=print) -> None:
-    """Export the trained model (the chief's, after calibration: the temperature is baked in); a failure is
-    one logged line, never a failed training."""
-    from ..serve.deploy import export
-
-    try:
-        export(setting, formats, log)
-    except Exception as exc:  # noqa: BLE001 - the checkpoints are safe; the export is a convenience on top
-        log(f"export after training failed ({type(exc).__name__}: {exc}); predict runs on Keras; "
-            f"retry with --mode export")
 
 
 def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: int | str, log,
@@ -198,7 +196,7 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     if scratch is not None:
         workdir = scratch
     artifacts.save_metadata(workdir, setting, index.class_names)
-    artifacts.write_json(workdir / artifacts.DATASET, dataset_summary(setting, index, data))
+    artifacts.write_json(workdir / layout.DATASET, dataset_summary(setting, index, data))
 
     # Callbacks: schedule, per-epoch seeds, NaN guard, atomic checkpoints, the stop rule.
     checkpoint = EpochCheckpoint(workdir, history, best, promote_to)
@@ -255,7 +253,7 @@ def _train_locked(setting: Setting, index: FolderIndex, resume: bool, verbose: i
     remove_cache(model_dir)  # the cache=disk file: kept only for a --resume after a kill
 
     # Report: the curves of every epoch so far.
-    curves = plots.training_curves(checkpoint.history, model_dir / plots.TRAINING_CURVES) if checkpoint.history else None
+    curves = plots.training_curves(checkpoint.history, model_dir / layout.TRAINING_CURVES) if checkpoint.history else None
     result = TrainResult(len(checkpoint.history) - initial_epoch, checkpoint.best, checkpoint.history, model_dir, curves)
     return result, setting, data.failed
 
@@ -267,7 +265,7 @@ def tensorboard_logs(model_dir: Path, resume: bool) -> keras.callbacks.TensorBoa
     TensorBoard shows each folder as a run, so runs can be compared; the folders are kept across runs.
     Written into the model directory itself, not ``.staging``: no event file that is open is moved when a
     fresh run's staging folder replaces the previous model."""
-    logs = model_dir / artifacts.LOGS
+    logs = model_dir / layout.LOGS
     runs = sorted(p for p in logs.iterdir() if p.is_dir()) if logs.is_dir() else []
     if resume and runs:
         run = runs[-1]
@@ -285,9 +283,9 @@ def pretrained_head(setting: Setting, model: keras.Model, index: FolderIndex, fa
     images, then set up the fine-tuning the Setting chose (unfrozen layers, compiled). Returns the line to log
     and the logs of this epoch 1 (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``)."""
     from . import fine_tuning
-    from .architectures import backbone_of
+    from ..networks.architectures import backbone_of
     from .embedding_cache import EmbeddingCache, embed_files
-    from .models import make_optimizer
+    from ..networks.build import make_optimizer
 
     train_index, val_index = split_readable(setting, index, failed)
     cache = EmbeddingCache.for_setting(setting, policy)
@@ -319,42 +317,6 @@ def split_readable(setting: Setting, index: FolderIndex, failed: list[tuple[str,
     return readable.subset(train_rows), readable.subset(val_rows)
 
 
-def calibrate(setting: Setting, index: FolderIndex, failed: list[tuple[str, str]]) -> str:
-    """Fit the temperature of the best checkpoint on the validation images; write ``calibration.json``.
-
-    The validation images are those training held out (``setting.val_path``,
-    or the same split of the readable files; at most :data:`CALIBRATION_IMAGES`
-    of them, a seeded choice); see :mod:`mnist_folders.serve.calibration`.
-    Returns the line to log.
-    """
-    held_out = split_readable(setting, index, failed)[1]
-    if len(held_out) > CALIBRATION_IMAGES:  # plenty for one parameter; bounds the time on large datasets
-        chosen = np.random.default_rng(setting.seed).choice(len(held_out), CALIBRATION_IMAGES, replace=False)
-        held_out = held_out.subset(np.sort(chosen))
-    model, _, _ = artifacts.load_trained_model(setting.model_path, setting)
-    parts, labels = [np.zeros((0, len(index.class_names)), dtype=np.float32)], [np.zeros(0, dtype=np.int64)]
-    with decode_chunks(held_out.paths, setting) as chunks:  # chunk by chunk: memory stays bounded
-        for chunk in chunks:
-            parts.append(predict_probabilities(model, chunk.images))
-            labels.append(held_out.labels[chunk.kept])
-    probabilities, labels = np.concatenate(parts), np.concatenate(labels)
-    if len(labels) == 0:
-        return "calibration: no readable validation images; softmax temperature left at 1"
-    temperature = calibration.fit_temperature(probabilities, labels)
-    calibrated = calibration.apply_temperature(probabilities, temperature)
-    report = {
-        "temperature": temperature,
-        "validation_images": int(len(labels)),
-        "ece_before": calibration.expected_calibration_error(probabilities, labels),
-        "ece_after": calibration.expected_calibration_error(calibrated, labels),
-        "nll_before": calibration.negative_log_likelihood(probabilities, labels),
-        "nll_after": calibration.negative_log_likelihood(calibrated, labels),
-    }
-    artifacts.write_json(setting.model_path / artifacts.CALIBRATION, report)
-    return (f"calibration: softmax temperature {temperature:.3g} fitted on {len(labels)} validation images "
-            f"(expected calibration error {report['ece_before']:.4f} -> {report['ece_after']:.4f})")
-
-
 def lr_find(setting: Setting, progress: bool = True, strict: bool = False, log=print):
     """``--mode lr_find``: the learning-rate sweep of :mod:`mnist_folders.train.lr_finder` on the training subset.
 
@@ -375,8 +337,8 @@ def resolve_settings(setting: Setting, index: FolderIndex) -> Setting:
     """``setting`` with every ``auto`` resolved from the train folder: class names, colour mode, class weights,
     model, image size, fine-tuning, and the budget for its image count."""
     from .fine_tuning import budget as fine_tune_budget, resolve_fine_tune
-    from .models import auto_image_size, auto_model
-    from .pretrained_weights import available
+    from ..networks.pretrained_weights import available
+    from ..registry import auto_image_size, auto_model
 
     setting = setting.replace(class_names=index.class_names)
     if setting.color_mode == "auto":
@@ -411,7 +373,7 @@ def resolve_settings(setting: Setting, index: FolderIndex) -> Setting:
 
 def describe_choices(chosen: Setting, resolved: Setting) -> list[str]:
     """The lines that say what ``auto`` chose for the model, the image size and the fine-tuning."""
-    from .pretrained_weights import SOURCES, available
+    from ..networks.pretrained_weights import SOURCES, available
 
     lines = []
     spec = MODELS[resolved.model]
@@ -497,7 +459,7 @@ def check_resumable(setting: Setting, log=print) -> Setting:
     changed = [name for name in RESUME_FIXED if getattr(saved, name) != getattr(setting, name)]
     if changed:
         details = ", ".join(f"{name}={getattr(setting, name)!r} (saved: {getattr(saved, name)!r})" for name in changed)
-        raise CheckpointError(f"{display(model_dir / artifacts.SETTING)}: --resume cannot change {details}; "
+        raise CheckpointError(f"{display(model_dir / layout.SETTING)}: --resume cannot change {details}; "
                               "resume with the saved values, or train without --resume")
     updated = [name for name in options() if name not in RESUME_FIXED and name not in ("model_dir",)
                and getattr(saved, name) != getattr(setting, name)]
@@ -516,8 +478,8 @@ def check_nothing_staged(model_dir: Path) -> None:
     Raises:
         CheckpointError: ``<model_dir>/.staging`` exists (the model it would continue is described).
     """
-    if (model_dir / artifacts.STAGING).exists():
-        raise CheckpointError(f"{display(model_dir / artifacts.STAGING)}: a fresh run was stopped before its first "
+    if (model_dir / layout.STAGING).exists():
+        raise CheckpointError(f"{display(model_dir / layout.STAGING)}: a fresh run was stopped before its first "
                               "epoch was saved, so there is nothing of it to resume; --resume would continue "
                               f"{describe_model(model_dir)}; train again without --resume")
 
@@ -526,7 +488,7 @@ def describe_model(model_dir: Path) -> str:
     """The model a directory holds, for a message: "the previous run's model (best epoch 3, val_accuracy
     0.97, trained on data/train)", from ``best.json`` and ``dataset.json`` where readable."""
     try:
-        best, dataset = _recorded(model_dir / artifacts.BEST_INFO), _recorded(model_dir / artifacts.DATASET)
+        best, dataset = _recorded(model_dir / layout.BEST_INFO), _recorded(model_dir / layout.DATASET)
     except CheckpointError:  # unreadable: the message says less
         best, dataset = {}, {}
     facts = []
@@ -569,7 +531,7 @@ def check_same_images(model_dir: Path, index: FolderIndex) -> None:
     Raises:
         CheckpointError: the counts per class or the files differ (the first classes that changed are named).
     """
-    recorded = _recorded(model_dir / artifacts.DATASET)
+    recorded = _recorded(model_dir / layout.DATASET)
     saved, now = recorded.get("class_counts"), index.class_counts()
     if isinstance(saved, dict) and saved != now:
         changes = [f"{name}: {saved.get(name, 0)} -> {now.get(name, 0)}" for name in sorted({*saved, *now})
@@ -592,7 +554,7 @@ def check_same_count(model_dir: Path, data: TrainingData) -> None:
     Raises:
         CheckpointError: ``dataset.json``'s ``train_images`` or ``validation_images`` differ from ``data``'s.
     """
-    path = model_dir / artifacts.DATASET
+    path = model_dir / layout.DATASET
     recorded = _recorded(path)
     for what, now in (("train", data.train_count), ("validation", data.validation_count)):
         before = recorded.get(f"{what}_images")
@@ -614,8 +576,8 @@ def resume_state(setting: Setting, steps_per_epoch: int, pretrained: bool = Fals
         CheckpointError: ``last.keras`` is missing, unreadable, or matches no epoch of the history.
     """
     model_dir = setting.model_path
-    artifacts.remove_stale_temporaries(model_dir, artifacts.RUN_FILES)  # a writer killed mid-checkpoint leaves one
-    model = artifacts.load_last_model(model_dir)
+    artifacts.remove_stale_temporaries(model_dir, layout.RUN_FILES)  # a writer killed mid-checkpoint leaves one
+    model = saved.load_last_model(model_dir)
     model.optimizer.learning_rate.assign(setting.learning_rate)  # a changed rate applies from here on
     history = artifacts.read_history(model_dir)
     done = checkpoint_epoch(model_dir, history, int(model.optimizer.iterations.numpy()), steps_per_epoch,
@@ -644,8 +606,8 @@ def checkpoint_epoch(model_dir: Path, history: list[dict[str, float]], iteration
     else:
         done = iterations // max(1, steps_per_epoch) + int(pretrained)
     if done not in (n, n - 1):
-        raise CheckpointError(f"{display(model_dir / artifacts.LAST_MODEL)}: its {iterations} optimizer steps "
-                              f"match no epoch of {artifacts.HISTORY} ({n} epochs): the training images or these "
+        raise CheckpointError(f"{display(model_dir / layout.LAST_MODEL)}: its {iterations} optimizer steps "
+                              f"match no epoch of {layout.HISTORY} ({n} epochs): the training images or these "
                               "files changed since the run began; train without --resume")
     return done
 
@@ -667,18 +629,18 @@ def check_history(model_dir: Path) -> None:
     best = artifacts.best_val_accuracy(model_dir)
     if best is None:
         return
-    path = display(model_dir / artifacts.HISTORY)
+    path = display(model_dir / layout.HISTORY)
     top = max(history, key=lambda row: row["val_accuracy"], default=None)
     if top is not None and top["val_accuracy"] > artifacts.rounded(best) + 1e-9:
         raise CheckpointError(f"{path}: epoch {int(top['epoch'])} records val_accuracy {top['val_accuracy']:g}, "
-                              f"above the best checkpoint's {best:g} ({artifacts.BEST_INFO}); train without --resume")
-    epoch = artifacts.read_json(model_dir / artifacts.BEST_INFO).get("epoch")
+                              f"above the best checkpoint's {best:g} ({layout.BEST_INFO}); train without --resume")
+    epoch = artifacts.read_json(model_dir / layout.BEST_INFO).get("epoch")
     if not isinstance(epoch, int) or not 1 <= epoch <= len(history) + 1:
-        raise CheckpointError(f"{path}: {len(history)} epochs, but {artifacts.BEST_INFO} names epoch {epoch!r} as "
+        raise CheckpointError(f"{path}: {len(history)} epochs, but {layout.BEST_INFO} names epoch {epoch!r} as "
                               "the best; train without --resume")
     if epoch <= len(history) and abs(history[epoch - 1]["val_accuracy"] - artifacts.rounded(best)) > 1e-9:
         raise CheckpointError(f"{path}: epoch {epoch} records val_accuracy {history[epoch - 1]['val_accuracy']:g}, "
-                              f"the best checkpoint's is {best:g} ({artifacts.BEST_INFO}); train without --resume")
+                              f"the best checkpoint's is {best:g} ({layout.BEST_INFO}); train without --resume")
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:

@@ -21,12 +21,12 @@ def load_source(path: Path) -> Any:
     Raises:
         SettingError: missing or unreadable source.
     """
-    from .. import artifacts
     from ..errors import CheckpointError
+    from ..networks import saved
 
     if path.is_dir():
         try:
-            return artifacts.load_trained_model(path)[0]
+            return saved.load_trained_model(path)[0]
         except CheckpointError as exc:
             raise SettingError(f"init_from: {exc}") from None
     if not path.is_file():

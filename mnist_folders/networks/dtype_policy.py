@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DTYPE_POLICIES = ("auto", "float32", "mixed_bfloat16")
-
 
 def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """True when the ``flags`` lines of ``cpuinfo`` list ``avx512_bf16`` or ``amx_bf16`` (False where unreadable)."""

@@ -10,15 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from ...names import display
-from ...settings import Setting
-from ..images import decode
+from ..names import display
+from ..settings import Setting
+from ..data.images import decode
+from ..layout import CHECK_FIGURE, CHECK_JSON
 from .fingerprints import (NEAR_COSINE, NEAR_DISTANCE, NEAR_LOOSE_DISTANCE, PHASH_BITS_SIDE, Inspected, components,
                            near_duplicate_pairs)
 from .listing import SMALL_CLASS_SHARE, Listing, SplitAudit
 
-CHECK_JSON = "check.json"
-CHECK_FIGURE = "check_duplicates.png"
 SCALE_LIMIT = 2.0  # count images resized by more than this factor along an axis
 TOP_SIZES = 20  # sizes listed one by one in the report; the rest are counted as "other"
 SIDE_BINS = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # upper edges of the longer-side histogram, pixels
@@ -267,7 +266,7 @@ def compared_color_mode(setting: Setting) -> str:
 
 def draw_duplicates(report: CheckReport, setting: Setting, path: Path, data_root: Path) -> Path:
     """``check_duplicates.png``: the worst :data:`FIGURE_GROUPS` groups, one row each, with their paths."""
-    from .. import check_plots  # matplotlib: only when drawing
+    from . import figures  # matplotlib: only when drawing
 
     rows = []
     for group in sorted(report.exact + report.near, key=DuplicateGroup.severity)[:FIGURE_GROUPS]:
@@ -279,4 +278,4 @@ def draw_duplicates(report: CheckReport, setting: Setting, path: Path, data_root
             image, _ = decode(file, compared_color_mode(setting), longest=FIGURE_THUMBNAIL)
             cells.append((np.asarray(image), display(os.path.relpath(os.path.abspath(file), data_root))))
         rows.append((label, cells))
-    return check_plots.duplicate_groups(rows, path)
+    return figures.duplicate_groups(rows, path)

@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from ...atomic import write_text
-from ...names import display, safe_cell
-from ...settings import Setting
-from ..decoding import decode_images
-from ..folders import FolderIndex, index_tree
+from ..atomic import write_text
+from ..names import display, safe_cell
+from ..settings import Setting
+from ..data.decoding import decode_images
+from ..data.folders import FolderIndex, index_tree
+from ..layout import SUSPECT_CSV, SUSPECT_FIGURE
+from ..networks.inference import keras_probabilities, predict_files
 
-SUSPECT_CSV = "suspect_labels.csv"
-SUSPECT_FIGURE = "suspect_labels.png"
 SUSPECT_ROWS, SUSPECT_SHOWN = 500, 40  # rows of suspect_labels.csv, images in suspect_labels.png
 
 
@@ -86,24 +86,23 @@ def find_suspect_labels(setting: Setting, model: Any, class_names: list[str], *,
     Raises:
         DatasetError: the train tree is missing, or names other classes.
     """
-    from ...plots import image_grid  # matplotlib: only here
-    from ...serve.prediction import predict_probabilities  # TensorFlow: loaded already, the caller has a model
+    from ..plots import image_grid  # matplotlib: only here
 
     index = index_tree(setting.train_path, class_names)
     out_of_sample = _validation_mask(index, setting)
-    decoded = decode_images(index.paths, setting, progress=progress, description="decode")
-    probabilities = predict_probabilities(model, decoded.images, progress=progress)
-    labels = index.labels[decoded.kept]
+    answers = predict_files(index.paths, setting, keras_probabilities(model), len(class_names), progress, "rank labels")
+    probabilities = answers.probabilities
+    labels = index.labels[answers.kept]
     given = probabilities[np.arange(len(labels)), labels]
     predicted = probabilities.argmax(axis=1)
     order = np.argsort(given, kind="stable")[:limit]
     suspects = [SuspectLabel(index.paths[k], class_names[labels[o]], class_names[predicted[o]], float(given[o]),
                              "validation" if out_of_sample[k] else "train")
-                for o, k in zip(order.tolist(), decoded.kept[order].tolist())]
+                for o, k in zip(order.tolist(), answers.kept[order].tolist())]
     write_text(setting.model_path / SUSPECT_CSV, suspects_csv(suspects))
-    shown = order[:SUSPECT_SHOWN]
+    shown = decode_images([s.path for s in suspects[:SUSPECT_SHOWN]], setting).images  # only these held at once
     titles = [f"{s.given} -> {s.predicted} p={s.given_probability:.1g}\n{Path(s.path).name[:16]}"
               for s in suspects[:SUSPECT_SHOWN]]
-    image_grid(decoded.images[shown], titles, setting.model_path / SUSPECT_FIGURE,
+    image_grid(shown, titles, setting.model_path / SUSPECT_FIGURE,
                title="likely label errors: given -> predicted class, p = probability of the given class")
     return suspects

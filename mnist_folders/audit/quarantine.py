@@ -11,13 +11,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ... import artifacts
-from ...atomic import atomic_path, write_text
-from ...errors import DatasetError
-from ...names import display
+from .. import artifacts
+from ..atomic import atomic_path, write_text
+from ..errors import DatasetError
+from ..layout import QUARANTINE_MANIFEST
+from ..names import display
 from .report import CheckReport
 
-QUARANTINE_MANIFEST = "manifest.json"
 
 
 def quarantine_plan(report: CheckReport) -> list[tuple[str, str]]:

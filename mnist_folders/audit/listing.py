@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import DatasetError
-from ...names import display
-from ...settings import Setting
-from ..folders import FolderIndex, index_tree, list_files
-from ..images import IMAGE_EXTENSIONS
+from ..errors import DatasetError
+from ..names import display
+from ..settings import Setting
+from ..data.folders import FolderIndex, index_tree, list_files
+from ..data.images import IMAGE_EXTENSIONS
 
 SMALL_CLASS_SHARE = 0.1  # "very small": fewer images than this share of the split's median class
 

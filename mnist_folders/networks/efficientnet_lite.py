@@ -32,7 +32,7 @@ expansion only), ``_dwconv``, ``_bn``, ``_activation``, ``_project_conv``,
 adds ``predictions``. :func:`top_layers` picks the last blocks and the head
 by these names, to fine-tune them.
 
-The weights come from :func:`mnist_folders.train.torch_pickle.read_state_dict`
+The weights come from :func:`mnist_folders.networks.torch_pickle.read_state_dict`
 of a state_dict with the names of the ``efficientnet_pytorch`` family
 (``_conv_stem``, ``_bn0``, ``_blocks.{i}._expand_conv`` / ``_bn0`` /
 ``_depthwise_conv`` / ``_bn1`` / ``_project_conv`` / ``_bn2``,

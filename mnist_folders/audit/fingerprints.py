@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..decoding import PARALLEL_MIN_FILES
-from ..images import ImageReadError, convert_mode, opened
-from ..workers import die_with_parent
+from ..data.decoding import PARALLEL_MIN_FILES
+from ..data.images import ImageReadError, convert_mode, opened
+from ..data.workers import die_with_parent
 
 PHASH_BITS_SIDE = 16  # pHash: the 16 x 16 lowest DCT frequencies, 256 bits
 PHASH_SAMPLE = 64  # pHash: images are resized to 64 x 64 grayscale first (imagehash's highfreq_factor 4)

@@ -63,20 +63,21 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from ... import artifacts
-from ...errors import DatasetError
-from ...names import display, safe_cell  # noqa: F401 - part of this package's interface (suspect CSV cells)
-from ...settings import Setting
-from ..folders import find_class_names
+from .. import artifacts
+from ..errors import DatasetError
+from ..names import display, safe_cell  # noqa: F401 - part of this package's interface (suspect CSV cells)
+from ..settings import Setting
+from ..data.folders import find_class_names
+from ..layout import CHECK_FIGURE, CHECK_JSON, QUARANTINE_MANIFEST, SUSPECT_CSV, SUSPECT_FIGURE  # noqa: F401
 from .fingerprints import (NEAR_COSINE, NEAR_DISTANCE, NEAR_LOOSE_DISTANCE, PHASH_BITS_SIDE, PHASH_SAMPLE,  # noqa: F401
                            Inspected, inspect_all, inspect_files, near_duplicate_pairs, near_pairs,
                            perceptual_hashes, pixel_digest, spectra)
 from .listing import SMALL_CLASS_SHARE, Listing, SplitAudit, flag_unknown_classes, list_predict, list_tree  # noqa: F401
-from .quarantine import (QUARANTINE_MANIFEST, check_quarantine_place, quarantine_files, quarantine_plan,  # noqa: F401
+from .quarantine import (check_quarantine_place, quarantine_files, quarantine_plan,  # noqa: F401
                          restore_quarantine)
-from .report import (CHECK_FIGURE, CHECK_JSON, SCALE_LIMIT, CheckReport, DuplicateGroup, build_report,  # noqa: F401
+from .report import (SCALE_LIMIT, CheckReport, DuplicateGroup, build_report,  # noqa: F401
                      compared_color_mode, draw_duplicates)
-from .suspects import SUSPECT_CSV, SUSPECT_FIGURE, SuspectLabel, find_suspect_labels, suspects_csv  # noqa: F401
+from .suspects import SuspectLabel, find_suspect_labels, suspects_csv  # noqa: F401
 
 
 def data_root(setting: Setting) -> Path:

