@@ -7,11 +7,13 @@ MODEL_DIR ?= models/mnist
 
 .PHONY: demo test serve clean
 
-# The virtualenv is rebuilt only when requirements.txt changes.
-$(VENV)/.installed: requirements.txt
+# The virtualenv is rebuilt only when requirements.txt or pyproject.toml changes: the tested pins, then this
+# package itself, editable (the console script mnist-folders; no PYTHONPATH needed).
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 demo: $(VENV)/.installed

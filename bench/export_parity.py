@@ -50,7 +50,6 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
     from mnist_folders import artifacts
     from mnist_folders.serve import parity
     from mnist_folders.serve.deploy import FORMATS

@@ -246,8 +246,12 @@ def matrix_geometry(driver) -> dict:
 def browse(pages: dict[str, Path], click: dict[str, tuple[str, int]], loads: int = 3) -> dict[str, dict]:
     """Per page: its browser load time (median of ``loads``); for the pages in ``click``, that cell clicked
     and a screenshot of the matrix section."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from browser import open_browser
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("browser", REPO / "tests" / "browser.py")  # the tests' helper
+    browser = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(browser)
+    open_browser = browser.open_browser
     from selenium.webdriver.common.by import By
 
     found = {}

@@ -51,7 +51,6 @@ CLI = str(REPO / "mnist_keras.py")
 
 
 def _write_part(root: str, size: int, start: int, stop: int) -> None:
-    sys.path.insert(0, str(REPO))
     from mnist_folders.data.idx import load_split
 
     images, labels = load_split(REPO / "data" / "mnist", "train")

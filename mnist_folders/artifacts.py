@@ -25,7 +25,7 @@ from .atomic import atomic_path, remove_stale_temporaries, write_text
 from .errors import CheckpointError
 from .locking import files_lock
 from .names import MODEL_DIR_MARKER, class_name_problem, display
-from .settings import Setting
+from .settings import DEFAULT_DATA_DIR, Setting, default_model_dir
 from .layout import (SETTING, CLASS_NAMES, BEST_WEIGHTS, BEST_INFO, HISTORY, DATASET,
                      CALIBRATION, EXPORT, EXPLAINED, HISTORY_FIELDS, HISTORY_REQUIRED, STAGING,
                      RUN_FILES, REPORTS)
@@ -59,6 +59,29 @@ def claim_for_training(model_dir: Path) -> None:
     ensure_writable(model_dir)
     if not (model_dir / MARKER).exists():
         write_text(model_dir / MARKER, MARKER_TEXT)
+
+
+def check_same_classes(model_dir: Path, class_names: list[str]) -> None:
+    """Refuse a fresh run into ``model_dir`` when it holds a model trained on other class names: that model
+    would be replaced by one of another dataset (``--overwrite`` says it may).
+
+    Raises:
+        CheckpointError: naming the folder and both sets of classes; nothing is written.
+    """
+    if not (model_dir / CLASS_NAMES).is_file() or not holds_model(model_dir):
+        return
+    try:
+        trained = load_class_names(model_dir)
+    except CheckpointError:
+        return  # unreadable class names: not a model another dataset could lose
+    if trained != list(class_names):
+
+        def few(names: list[str]) -> str:
+            return ", ".join(display(n) for n in names[:5]) + (f", ... ({len(names)})" if len(names) > 5 else "")
+
+        raise CheckpointError(f"{display(model_dir)}: holds a model trained on other classes ({few(trained)}; this "
+                              f"run's: {few(list(class_names))}); train with --overwrite to replace it, or give "
+                              "another --model-dir")
 
 
 def check_outside_data(model_dir: Path, folders: dict[str, Path | None]) -> None:
@@ -223,13 +246,14 @@ def setting_for_model(chosen: dict[str, Any]) -> Setting:
 
     ``chosen`` holds what the user gave (TOML keys and flags, see
     :func:`mnist_folders.settings.chosen_values`); its ``model_dir``, or the
-    default one, names the model.
+    default one of its ``data_dir`` (:func:`~mnist_folders.settings.default_model_dir`),
+    names the model.
 
     Raises:
         CheckpointError: no trained model there.
         SettingError: ``chosen`` contradicts the trained model (see :meth:`Setting.for_model`).
     """
-    model_dir = Path(chosen.get("model_dir", Setting.__dataclass_fields__["model_dir"].default))
+    model_dir = Path(chosen.get("model_dir") or default_model_dir(chosen.get("data_dir", DEFAULT_DATA_DIR)))
     return Setting.for_model(load_trained_setting(model_dir), {**chosen, "model_dir": str(model_dir)})
 
 

@@ -27,6 +27,14 @@ from typing import Any
 from .errors import SettingError
 
 DEFAULT_DATA_DIR = "mnist_data"
+MNIST_MODEL_DIR = "models/mnist"  # the default model directory of the MNIST tree parse_mnist.py writes
+
+
+def default_model_dir(data_dir: str) -> str:
+    """The model directory of a data folder when none is given: ``models/<the data folder's name>``, so that
+    two datasets never share one; :data:`MNIST_MODEL_DIR` for :data:`DEFAULT_DATA_DIR` (the MNIST demo)."""
+    name = Path(data_dir).resolve().name or "data"  # "." names the current folder; "/" has no name
+    return MNIST_MODEL_DIR if name == DEFAULT_DATA_DIR else str(Path("models") / name)
 GROUPS = ("paths", "image", "classes", "training", "prediction", "serving", "system")
 PIPELINES = ("tfdata", "idg")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -173,7 +181,9 @@ class Setting:
                                  "paths", "str", default_text="none", fixed_on_resume=True)
     predict_dir: str | None = option(None, "images to predict, any layout", "paths", "str",
                                      default_text="<data_dir>/tmp", aliases=("--input",))
-    model_dir: str = option("models/mnist", "checkpoints, history and reports", "paths")
+    model_dir: str | None = option(None, "checkpoints, history and reports; by default it follows the data folder",
+                                   "paths", "str", default_text=f"models/<name of data_dir> ({MNIST_MODEL_DIR} for "
+                                                                f"{DEFAULT_DATA_DIR})")
     # ---- image ----
     image_height: int | str = option("auto", "model input height in pixels; auto: from the training images and "
                                      "the model (their own size up to 48 px, so 28 for MNIST; 160-224 for the "
@@ -289,6 +299,8 @@ class Setting:
     def __post_init__(self) -> None:
         if isinstance(self.invert, bool):  # TOML `invert = true` reads as a boolean
             self.invert = "true" if self.invert else "false"
+        if self.model_dir is None and isinstance(self.data_dir, str):
+            self.model_dir = default_model_dir(self.data_dir)
         self._fill_model_defaults()
         self.validate()
 

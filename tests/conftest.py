@@ -49,7 +49,7 @@ def run_cli(*args: str, check: bool = True, cwd: Path | None = None,
     with ``process=True`` or :func:`start_cli`."""
     args = _no_export(args, export)
     if process or set(env or {}) - IN_PROCESS_ENV or not _in_process_ok(args):
-        env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        env = {**os.environ, **(env or {})}
         result = subprocess.run([sys.executable, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True)
     else:
         result = _run_in_process(args, cwd or REPO, env or {})
@@ -124,7 +124,7 @@ def run_cli_watching_imports(*args: str, check: bool = True) -> tuple[subprocess
 
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``python <script> args...`` in its own process group, so the whole group can be killed."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    env = {**os.environ, **(env or {})}
     args = _no_export(args, False)
     return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)

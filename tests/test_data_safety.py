@@ -59,7 +59,7 @@ def test_check_of_huge_images_holds_about_one_decoded_image_in_memory(tmp_path):
     for name in ("big_copy.png", "big_again.png"):
         (big.parent / name).write_bytes(big.read_bytes())
     result = subprocess.run([sys.executable, "-c", _PEAK_OF_CHECK, str(tmp_path)], capture_output=True, text=True,
-                            cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                            cwd=REPO, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     added = int(result.stdout.split()[-1])
     assert added < 2 * side * side // 2**20, f"the check's peak memory grew by {added} MB"
@@ -184,7 +184,7 @@ def test_decoding_workers_end_when_training_is_killed(tmp_path):
     # L12: SIGKILL of train on 8,192+ files (decoded by spawned workers) left the workers blocked forever.
     Image.fromarray(_digits(1)[0]).save(tmp_path / "digit.png")
     process = subprocess.Popen([sys.executable, "-c", _DECODING, str(tmp_path / "digit.png")], cwd=REPO,
-                               env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE,
+                               env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE,
                                text=True)
     workers = []
     try:

@@ -244,10 +244,10 @@ def test_training_fits_the_temperature_that_minimises_the_validation_nll(trained
     from mnist_folders.data.folders import index_tree
     from mnist_folders.train.training import split_readable
 
-    saved = json.loads((trained_model / "calibration.json").read_text())
+    fitted = json.loads((trained_model / "calibration.json").read_text())
     model, setting, class_names = saved.load_trained_model(trained_model)
     held_out = split_readable(setting, index_tree(setting.train_path, class_names), [])[1]
-    assert saved["validation_images"] == len(held_out) == json.loads(
+    assert fitted["validation_images"] == len(held_out) == json.loads(
         (trained_model / "dataset.json").read_text())["validation_images"] > 0
     decoded = decode_images(held_out.paths, setting)
     softmax = np.asarray(model.predict_on_batch(decoded.images.astype(np.float32) / 255), dtype=np.float64)
@@ -258,9 +258,9 @@ def test_training_fits_the_temperature_that_minimises_the_validation_nll(trained
         log_p -= np.log(np.exp(log_p - log_p.max(1, keepdims=True)).sum(1, keepdims=True)) + log_p.max(1, keepdims=True)
         return float(-log_p[np.arange(len(labels)), labels].mean())
 
-    assert saved["nll_before"] == pytest.approx(nll(1.0), abs=1e-4)
-    assert saved["nll_after"] == pytest.approx(nll(saved["temperature"]), abs=1e-4)
-    assert nll(saved["temperature"]) <= min(nll(t) for t in np.geomspace(0.2, 5.0, 200)) + 1e-5
+    assert fitted["nll_before"] == pytest.approx(nll(1.0), abs=1e-4)
+    assert fitted["nll_after"] == pytest.approx(nll(fitted["temperature"]), abs=1e-4)
+    assert nll(fitted["temperature"]) <= min(nll(t) for t in np.geomspace(0.2, 5.0, 200)) + 1e-5
 
 
 def test_evaluate_reports_calibration_and_draws_the_reliability_diagram(trained_model, small_data):

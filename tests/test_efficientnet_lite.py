@@ -70,7 +70,7 @@ def test_reading_the_real_file_imports_neither_torch_nor_tensorflow():
             "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules and 'keras' not in sys.modules; "
             "print(len(sd), sd['_conv_stem.weight'].shape, sd['_fc.weight'].dtype)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env=dict(os.environ))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["296", "(32,", "3,", "3,", "3)", "float32"]
 

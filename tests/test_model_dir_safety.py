@@ -47,7 +47,7 @@ MODEL = "cnn_64_128_256"
 # ---- helpers -------------------------------------------------------------------------------------
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), **extra}
+    return {**os.environ, **extra}
 
 
 def _run(*args: str, timeout: float = 300, env: dict[str, str] | None = None,

@@ -194,7 +194,7 @@ def test_a_worker_says_whom_it_waits_for_and_gives_up_in_time(subset_2000, tmp_p
 
     ports = _free_ports(2)
     cluster = {"worker": [f"localhost:{port}" for port in ports]}
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MNIST_FOLDERS_WORKER_WAIT": "20",
+    env = {**os.environ, "MNIST_FOLDERS_WORKER_WAIT": "20",
            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})}
     output = tmp_path / "worker0.txt"
     with open(output, "w") as out:  # a file, read while the worker runs (a pipe could fill and block it)

@@ -36,7 +36,7 @@ class Server:
 
     def __init__(self, model_dir: Path, tmp_path: Path, *args: str, env: dict | None = None):
         self.log = tmp_path / f"serve-{time.monotonic_ns()}.txt"
-        environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        environment = {**os.environ, **(env or {})}
         with open(self.log, "w") as out:
             self.process = subprocess.Popen([sys.executable, CLI, "--mode", "serve", "--model-dir", str(model_dir),
                                              "--port", "0", *args], cwd=REPO, env=environment, stdout=out,

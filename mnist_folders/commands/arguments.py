@@ -54,7 +54,7 @@ def _formats(text: str) -> tuple[str, ...]:
 
 
 # The modes that read each run option: given to another mode it is a usage error, not silently ignored.
-RUN_OPTION_MODES = {"resume": ("train",), "strict": ("train", "check"), "quarantine": ("check",),
+RUN_OPTION_MODES = {"resume": ("train",), "overwrite": ("train",), "strict": ("train", "check"), "quarantine": ("check",),
                     "restore": ("check",), "output": ("predict", "explain"), "watch": ("predict",), "sort_into": ("predict",),
                     "format": ("train", "export")}
 # The groups of settings each mode's --help lists. Every mode accepts every setting (one TOML file serves
@@ -96,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
            help="what to do (above); --mode MODE --help lists what MODE reads")
     option("config", "--config", type=Path, help="TOML file of settings (flags override it)")
     option("resume", "--resume", action="store_true", help="train: continue after the last completed epoch")
+    option("overwrite", "--overwrite", action="store_true",
+           help="train: replace a model of other class names in --model-dir (without it, such a folder is refused)")
     option("strict", "--strict", action="store_true",
            help="train: refuse unreadable image files instead of skipping and listing them; "
                 "check: exit 2 on leakage or conflicting labels")
@@ -121,6 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, modes in RUN_OPTION_MODES.items():
         if getattr(args, name) not in (None, False) and args.mode not in modes:
             parser.error(f"--{name.replace('_', '-')} is read by --mode {' and '.join(modes)}, not {args.mode}")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the model there, --overwrite replaces it: one or the other")
     if args.restore is not None and args.quarantine is not None:
         parser.error("--restore and --quarantine: one at a time (restore, then check again)")
     if args.mode == "export" and args.format == ():

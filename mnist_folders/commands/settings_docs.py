@@ -63,7 +63,7 @@ def toml_defaults() -> str:
         if opt.group != group:
             group = opt.group
             lines.append(f"# ---- {group} ----")
-        value = getattr(setting, f.name)
+        value = f.default if f.name == "model_dir" else getattr(setting, f.name)  # it follows data_dir
         comment = f"  # {opt.help}" + (f" [{allowed_text(opt)}]" if allowed_text(opt) else "")
         if value is None or opt.model_default:  # left to the model (or the folders) unless set
             shown = "" if value is None else f" {_toml_value(value)}"

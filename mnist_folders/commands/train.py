@@ -47,7 +47,8 @@ def run_train(args: argparse.Namespace, chosen: dict) -> int:
 
     # A live progress bar on a terminal; one line per epoch in logs and with --quiet.
     result = train(setting, resume=args.resume, verbose=1 if progress and sys.stdout.isatty() else 2,
-                   progress=progress, strict=args.strict, then=calibrate_and_export)
+                   progress=progress, strict=args.strict, overwrite=args.overwrite,
+                   then=calibrate_and_export)
     best = "none" if result.best_val_accuracy is None else f"{result.best_val_accuracy:.4f}"
     print(f"best val_accuracy: {best}; checkpoints in {result.model_dir}")
     if result.curves:

@@ -76,7 +76,7 @@ class TrainResult:
 
 
 def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", log=print,
-          progress: bool = True, strict: bool = False,
+          progress: bool = True, strict: bool = False, overwrite: bool = False,
           then: Callable[["FinishedRun"], None] | None = None) -> TrainResult:
     """Train ``setting.model`` on ``setting.train_path`` into ``setting.model_path``.
 
@@ -92,6 +92,8 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
         progress: show a tqdm bar while images are decoded.
         strict: refuse to train when any image file is unreadable, instead of
             skipping and listing it.
+        overwrite: a fresh run may replace a model trained on other class
+            names (without it, such a model directory is refused).
         then: what follows training on the chief, still under the model
             directory's training lock (so no other run replaces the model
             meanwhile): the command layer calibrates and exports there
@@ -115,6 +117,8 @@ def train(setting: Setting, resume: bool = False, verbose: int | str = "auto", l
         strategy, placement, role = strategy_for(setting)  # first: devices must be set before the runtime starts
     model_dir = setting.model_path
     index = prepare_index(setting, log)
+    if not resume and not overwrite:  # before anything is written: another dataset's model is not lost
+        artifacts.check_same_classes(model_dir, index.class_names)
     if role is None or role.chief:  # the other workers only read the shared model directory
         artifacts.claim_for_training(model_dir)
     if strategy.num_replicas_in_sync > 1:
@@ -455,14 +459,14 @@ def check_resumable(setting: Setting, log=print) -> Setting:
         CheckpointError: no saved run, or a fixed setting differs (all are named).
     """
     model_dir = setting.model_path
-    saved = artifacts.load_setting(model_dir)
-    changed = [name for name in RESUME_FIXED if getattr(saved, name) != getattr(setting, name)]
+    before = artifacts.load_setting(model_dir)
+    changed = [name for name in RESUME_FIXED if getattr(before, name) != getattr(setting, name)]
     if changed:
-        details = ", ".join(f"{name}={getattr(setting, name)!r} (saved: {getattr(saved, name)!r})" for name in changed)
+        details = ", ".join(f"{name}={getattr(setting, name)!r} (saved: {getattr(before, name)!r})" for name in changed)
         raise CheckpointError(f"{display(model_dir / layout.SETTING)}: --resume cannot change {details}; "
-                              "resume with the saved values, or train without --resume")
+                              "resume with the before values, or train without --resume")
     updated = [name for name in options() if name not in RESUME_FIXED and name not in ("model_dir",)
-               and getattr(saved, name) != getattr(setting, name)]
+               and getattr(before, name) != getattr(setting, name)]
     if updated:
         log("resuming with " + ", ".join(f"{n}={getattr(setting, n)!r} (was {getattr(saved, n)!r})" for n in updated))
     return setting
