@@ -35,7 +35,7 @@ def training_step_ms(policy: str, batch: int, steps: int = 64) -> float:
     import keras
     import tensorflow as tf
 
-    from mnist_folders.train import dtype_policy
+    from mnist_folders.networks import dtype_policy
     from mnist_folders.networks.build import build_model
     from mnist_folders.train.training import steps_per_execution
 

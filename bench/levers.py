@@ -128,7 +128,7 @@ def _setup(cfg: dict, seed: int):
     cli.quiet_tensorflow()
     import keras
 
-    from mnist_folders.train import dtype_policy
+    from mnist_folders.networks import dtype_policy
 
     keras.utils.set_random_seed(seed)
     dtype_policy.apply(cfg["policy"])

@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     cli.quiet_tensorflow()
-    from mnist_folders.train import dtype_policy
+    from mnist_folders.networks import dtype_policy
     from mnist_folders.networks.saved import load_trained_model
     from mnist_folders.serve.evaluation import evaluate
     from mnist_folders.registry import MODELS

@@ -38,7 +38,7 @@ def main() -> int:
     from mnist_folders.commands import cli
 
     cli.quiet_tensorflow()
-    from mnist_folders.train import dtype_policy
+    from mnist_folders.networks import dtype_policy
     from mnist_folders.networks.saved import load_trained_model
     from mnist_folders.artifacts import setting_for_model
     from mnist_folders.data.folders import list_files

@@ -56,7 +56,7 @@ def worker(pipeline: str, color_mode: str, batch: int, policy: str, images: int,
     import keras
     import numpy as np
 
-    from mnist_folders.train import dtype_policy
+    from mnist_folders.networks import dtype_policy
     from mnist_folders.data.folders import index_tree
     from mnist_folders.networks.build import build_model
     from mnist_folders.data.decoding import decode_images

@@ -132,7 +132,8 @@ def speed(repeats: int = 3) -> tuple[list[str], dict]:
     import keras
 
     from gemm import gemm_gflops
-    from mnist_folders.train import efficientnet_lite, fine_tuning
+    from mnist_folders.networks import efficientnet_lite
+    from mnist_folders.train import fine_tuning
     from mnist_folders.networks.build import build_model
 
     lines = ["| size | dtype | embeddings/s | GFLOP/s | GEMM GFLOP/s (same dtype, same run) | MFU |",

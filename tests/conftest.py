@@ -18,6 +18,23 @@ from browser import browser  # noqa: F401 - the fixture: a headless Chromium (te
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO / "data" / "mnist"
+# Modules of tests that need neither TensorFlow nor the command line: `pytest -m pure` runs them in seconds.
+PURE = {"test_pure_behaviour.py", "test_idx.py", "test_layers.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test ``pure`` (its module is in :data:`PURE`) or ``cli`` (its module runs mnist_keras.py or
+    parse_mnist.py), so that a developer runs the groups apart (docs/testing.md)."""
+    runs_cli: dict[Path, bool] = {}
+    for item in items:
+        path = Path(item.fspath)
+        if path.name in PURE:
+            item.add_marker(pytest.mark.pure)
+        if path not in runs_cli:
+            source = path.read_text(encoding="utf-8")
+            runs_cli[path] = "mnist_keras.py" in source or "parse_mnist.py" in source
+        if runs_cli[path]:
+            item.add_marker(pytest.mark.cli)
 # Small enough for a fast suite, large enough for a meaningful accuracy.
 SUBSET = 5000
 EPOCHS = 3

@@ -194,7 +194,7 @@ def test_quarantine_moves_unreadable_and_leaked_copies_and_restores(faulty, tmp_
 
 
 def test_restore_through_the_cli_puts_back_what_quarantine_moved_and_nothing_else(faulty, tmp_path):
-    # Issue 25: --help promised a manifest "to move them back", but no command read it.
+    # --help promised a manifest "to move them back", but no command read it.
     source_root, _ = faulty
     root, quarantine, outside = tmp_path / "data", tmp_path / "quarantine", tmp_path / "outside.png"
     shutil.copytree(source_root, root)
@@ -299,7 +299,7 @@ def test_a_mislabelled_image_ranks_at_the_top(trained_model, small_data, tmp_pat
 
 
 def test_the_duplicates_figure_draws_thumbnails_of_large_images(small_data, tmp_path, monkeypatch):
-    # Issue 24, M9: three 9000x9000 duplicates were drawn at full size (5.9 GB, 66 s).
+    # three 9000x9000 duplicates were drawn at full size (5.9 GB, 66 s).
     from mnist_folders.audit import figures as check_plots
 
     for digit in ("3", "8"):
@@ -323,7 +323,7 @@ def test_the_duplicates_figure_draws_thumbnails_of_large_images(small_data, tmp_
 
 
 def test_quarantine_onto_a_full_disk_moves_whole_files_and_lists_only_those(tmp_path, monkeypatch):
-    # Issue 24, L19: a full disk left a partial copy and a manifest listing files never moved.
+    # a full disk left a partial copy and a manifest listing files never moved.
     import errno
 
     from mnist_folders.errors import DatasetError
@@ -362,7 +362,7 @@ def test_quarantine_onto_a_full_disk_moves_whole_files_and_lists_only_those(tmp_
 
 
 def test_a_resized_reencoded_copy_is_found_on_small_scanned_looking_jpegs(tmp_path):
-    # Issue 24, M11: not MNIST's PNGs: 31x31 JPEGs of dark ink on grey, noisy paper; a test image saved into
+    # not MNIST's PNGs: 31x31 JPEGs of dark ink on grey, noisy paper; a test image saved into
     # train at 61x61, JPEG quality 80, must be reported as leakage.
     from mnist_folders.data.idx import load_split
 

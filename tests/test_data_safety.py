@@ -1,4 +1,4 @@
-"""The dataset check, the image readers and the decoding workers on hostile inputs (issue 24): huge images,
+"""The dataset check, the image readers and the decoding workers on hostile inputs: huge images,
 copies of small non-MNIST pictures, folders too deep to list, a quarantine onto a full disk, float images of
 extreme values, a killed parent of worker processes."""
 

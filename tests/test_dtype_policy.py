@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from mnist_folders.train import dtype_policy
+from mnist_folders.networks import dtype_policy
 
 
 def test_auto_uses_bfloat16_only_on_cpus_that_have_it(monkeypatch):

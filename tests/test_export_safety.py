@@ -1,4 +1,4 @@
-"""Export and the inference runtimes under hostile conditions (issue 24: M3, M5, M6, L1, L2, L18): a class name
+"""Export and the inference runtimes under hostile conditions: a class name
 no file can carry, damaged or swapped artifacts, an export killed between two of its files, what a killed
 export leaves behind."""
 

@@ -285,7 +285,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not Path("/proc").is_dir(),
                     reason="needs 2 cores (a worker pool) and /proc (Linux)")
 def test_export_workers_end_when_the_exporter_is_killed(tmp_path):
-    # Issue 24, L12: SIGKILL of parse_mnist.py left its pool's workers blocked forever (120 MB each).
+    # SIGKILL of parse_mnist.py left its pool's workers blocked forever (120 MB each).
     process = _start(EXPORT, "--out", str(tmp_path / "out"), "--quiet")
 
     def workers() -> list[int]:

@@ -1,4 +1,4 @@
-"""Issue 15, reproduced for real: resume guards, the model-directory lock, safe
+"""Reproduced for real: resume guards, the model-directory lock, safe
 replacement, disk full, FIFOs, non-UTF-8 names, the predictions CSV, EXIF
 orientation, divergence, one-line errors, untrusted settings and leftovers.
 
@@ -199,7 +199,7 @@ RESUME_CHANGES = {
 }
 
 
-def test_01_resume_refuses_changed_settings_and_keeps_the_files(tree, base_model, tmp_path):
+def test_resume_refuses_changed_settings_and_keeps_the_files(tree, base_model, tmp_path):
     guarded = ("setting.json", "history.csv", "best.weights.h5")
     before = {name: (base_model / name).read_bytes() for name in guarded}
     dirs = {name: _copy_model(base_model, tmp_path / name) for name in RESUME_CHANGES}
@@ -212,7 +212,7 @@ def test_01_resume_refuses_changed_settings_and_keeps_the_files(tree, base_model
             assert (dirs[name] / file).read_bytes() == before[file], f"--resume with a changed {name} rewrote {file}"
 
 
-def test_01_resume_applies_a_new_learning_rate_to_the_next_epoch_only(second_runs, base_model):
+def test_resume_applies_a_new_learning_rate_to_the_next_epoch_only(second_runs, base_model):
     case = second_runs["resume"]  # --resume --epochs 2 --learning-rate 0.0005 after 1 epoch at 0.002
     model_dir, result = case["model_dir"], _ok(case["result"])
     assert "resuming with" in result.stdout and "learning_rate=0.0005" in result.stdout, result.stdout
@@ -229,7 +229,7 @@ def test_01_resume_applies_a_new_learning_rate_to_the_next_epoch_only(second_run
 
 # ---- 2. a killed retrain keeps the previous model ------------------------------------------------
 
-def test_02_retrain_killed_in_its_first_epoch_keeps_the_previous_model(tree, base_model, tmp_path):
+def test_retrain_killed_in_its_first_epoch_keeps_the_previous_model(tree, base_model, tmp_path):
     model_dir = _copy_model(base_model, tmp_path / "m")
     guarded = ("setting.json", "best.weights.h5", "class_names.json")
     before = {name: (model_dir / name).read_bytes() for name in guarded}
@@ -247,7 +247,7 @@ def test_02_retrain_killed_in_its_first_epoch_keeps_the_previous_model(tree, bas
     _ok(evaluate)
 
 
-def test_02_a_complete_retrain_replaces_the_model_and_its_staging_folder(second_runs, base_model):
+def test_a_complete_retrain_replaces_the_model_and_its_staging_folder(second_runs, base_model):
     case = second_runs["fresh"]  # a fresh --seed 11 run over a model and a killed run's .staging
     model_dir = case["model_dir"]
     _ok(case["result"])
@@ -259,7 +259,7 @@ def test_02_a_complete_retrain_replaces_the_model_and_its_staging_folder(second_
 
 # ---- 3. one training run per model directory; readers never see a half-replaced model ----------
 
-def test_03_second_training_run_is_refused_and_predict_keeps_working(tree, base_model, tmp_path):
+def test_second_training_run_is_refused_and_predict_keeps_working(tree, base_model, tmp_path):
     model_dir = _copy_model(base_model, tmp_path / "m")
     staging = model_dir / ".staging"
     # A retrain with another model: weights and setting.json of different runs cannot fit together.
@@ -432,7 +432,7 @@ def predict_runs(tree, base_model, tmp_path_factory):
             subprocess.run(["umount", str(read_only)], capture_output=True, check=False)
 
 
-def test_05_fifo_in_the_predict_folder_is_not_read(predict_runs):
+def test_fifo_in_the_predict_folder_is_not_read(predict_runs):
     case = predict_runs["fifo"]
     _ok(case["result"])
     paths = [row["path"] for row in _csv_rows(case["output"])]
@@ -440,14 +440,14 @@ def test_05_fifo_in_the_predict_folder_is_not_read(predict_runs):
     assert "pipe.png\t" not in case["result"].stdout
 
 
-def test_06_non_utf8_file_name_is_predicted_and_escaped(predict_runs):
+def test_non_utf8_file_name_is_predicted_and_escaped(predict_runs):
     case = predict_runs["nonutf8"]
     result = _ok(case["result"])
     assert "\\xff.png" in result.stdout, result.stdout
     assert [row["path"] for row in _csv_rows(case["output"])] == [f"{case['folder']}/\\xff.png"]
 
 
-def test_07_predictions_csv_keeps_rows_defuses_formulas_and_splits_top_k(predict_runs):
+def test_predictions_csv_keeps_rows_defuses_formulas_and_splits_top_k(predict_runs):
     case = predict_runs["csv"]
     _ok(case["result"])
     with open(case["output"], newline="", encoding="utf-8") as handle:
@@ -462,7 +462,7 @@ def test_07_predictions_csv_keeps_rows_defuses_formulas_and_splits_top_k(predict
         assert total == pytest.approx(1.0, abs=1e-4)
 
 
-def test_08_exif_orientation_is_applied(predict_runs):
+def test_exif_orientation_is_applied(predict_runs):
     case = predict_runs["exif"]
     _ok(case["result"])
     predicted = {Path(row["path"]).stem: row["class"] for row in _csv_rows(case["output"])}
@@ -472,7 +472,7 @@ def test_08_exif_orientation_is_applied(predict_runs):
         assert predicted[f"exif_{key}"] == predicted[f"up_{key}"], (key, predicted)
 
 
-def test_11_predict_names_the_folder_a_saved_setting_points_to(predict_runs):
+def test_predict_names_the_folder_a_saved_setting_points_to(predict_runs):
     etc = predict_runs["etc"]["result"]
     # Exit 1 when no file there is an image (this machine's /etc), else 0 with every row read from /etc.
     if etc.returncode == 1:
@@ -492,7 +492,7 @@ def test_11_predict_names_the_folder_a_saved_setting_points_to(predict_runs):
         f"nothing says that {folder} (from setting.json) is the folder being read:\n{result.stdout}{result.stderr}"
 
 
-def test_12_output_whose_folder_cannot_be_created_fails_first(predict_runs):
+def test_output_whose_folder_cannot_be_created_fails_first(predict_runs):
     case = predict_runs["blocked"]
     line = _error_line(case["result"])
     assert str(case["blocker"]) in line, line
@@ -532,7 +532,7 @@ def test_internal_error_is_one_line_naming_the_log(tmp_path, monkeypatch, capsys
     assert log.parent == tmp_path and "Traceback" in log.read_text() and "1 // 0" in log.read_text()
 
 
-def test_12_read_only_model_dir_fails_before_predicting(predict_runs):
+def test_read_only_model_dir_fails_before_predicting(predict_runs):
     if "read_only" not in predict_runs:
         pytest.skip(f"cannot mount a read-only tmpfs here: {predict_runs['read_only_error']}")
     case = predict_runs["read_only"]
@@ -607,7 +607,7 @@ def train_runs(tree, tmp_path_factory):
             subprocess.run(["umount", str(small)], check=False)
 
 
-def test_04_disk_full_is_one_line_without_crash_or_leftovers(train_runs):
+def test_disk_full_is_one_line_without_crash_or_leftovers(train_runs):
     if "disk_full" not in train_runs:
         pytest.skip(f"cannot mount a tmpfs here: {train_runs['small_mount_error']}")
     case = train_runs["disk_full"]
@@ -618,7 +618,7 @@ def test_04_disk_full_is_one_line_without_crash_or_leftovers(train_runs):
     assert not list(case["tmp"].iterdir()), "a failed save left files in the system temp folder"
 
 
-def test_04_a_checkpoint_write_that_fails_midway_is_one_line(train_runs):
+def test_a_checkpoint_write_that_fails_midway_is_one_line(train_runs):
     case = train_runs["file_too_large"]
     result = case["result"]
     assert result.returncode is not None and result.returncode >= 0 and result.returncode != 139, _failure(result)
@@ -629,11 +629,11 @@ def test_04_a_checkpoint_write_that_fails_midway_is_one_line(train_runs):
     assert not list(case["tmp"].iterdir()), "a failed save left files in the system temp folder"
 
 
-def test_05_fifo_in_a_class_folder_does_not_hang_training(train_runs):
+def test_fifo_in_a_class_folder_does_not_hang_training(train_runs):
     _ok(train_runs["fifo"]["result"])
 
 
-def test_06_non_utf8_class_folder_trains_and_predicts(train_runs, tree, tmp_path):
+def test_non_utf8_class_folder_trains_and_predicts(train_runs, tree, tmp_path):
     case = train_runs["caf"]
     _ok(case["result"])
     output = tmp_path / "p.csv"
@@ -651,11 +651,11 @@ def test_06_non_utf8_class_folder_trains_and_predicts(train_runs, tree, tmp_path
 
 
 @pytest.mark.parametrize("case", ["lr_nan", "lr_inf"])
-def test_09_non_finite_learning_rate_is_refused(case, train_runs):
+def test_non_finite_learning_rate_is_refused(case, train_runs):
     assert "learning_rate" in _error_line(train_runs[case]["result"])
 
 
-def test_09_diverging_training_stops_and_keeps_no_nan_checkpoint(train_runs, tmp_path):
+def test_diverging_training_stops_and_keeps_no_nan_checkpoint(train_runs, tmp_path):
     model_dir = train_runs["diverge"]["model_dir"]
     assert "diverged" in _error_line(train_runs["diverge"]["result"])
     best = model_dir / "best.json"
@@ -672,11 +672,11 @@ def test_09_diverging_training_stops_and_keeps_no_nan_checkpoint(train_runs, tmp
 # ---- 10. one error line, no traceback ------------------------------------------------------------
 
 @pytest.mark.parametrize("case", ["seed_negative", "seed_huge"])
-def test_10_bad_seed_is_one_line(case, train_runs):
+def test_bad_seed_is_one_line(case, train_runs):
     assert "seed" in _error_line(train_runs[case]["result"])
 
 
-def test_10_too_small_image_names_the_smallest_size_cheaply(tree, tmp_path):
+def test_too_small_image_names_the_smallest_size_cheaply(tree, tmp_path):
     """One error line, and finding the smallest size must not cost more than a training run (peak memory)."""
     gnu_time = shutil.which("time", path="/usr/bin")
     peak = tmp_path / "peak_kb"
@@ -693,7 +693,7 @@ def test_10_too_small_image_names_the_smallest_size_cheaply(tree, tmp_path):
 CORRUPTIONS = {"best.json": "{}", "dataset.json": "[]", "history.csv": "abc"}
 
 
-def test_10_corrupt_model_files_are_one_line(tree, base_model, tmp_path):
+def test_corrupt_model_files_are_one_line(tree, base_model, tmp_path):
     """--resume reads each file (one run per corrupt file); predict and evaluate see all three corrupt at once."""
     cases, jobs = [], []
     for file in CORRUPTIONS:
@@ -748,14 +748,14 @@ def second_runs(tree, base_model, tmp_path_factory) -> dict:
 
 
 @pytest.mark.parametrize("run", ["resume", "fresh"])
-def test_13_checkpoint_temporaries_are_removed_by_the_next_run(run, second_runs):
+def test_checkpoint_temporaries_are_removed_by_the_next_run(run, second_runs):
     _ok(second_runs[run]["result"])
     left = [name for name in LEFTOVERS if (second_runs[run]["model_dir"] / name).exists()]
     assert not left, f"after {run}: {left}"
 
 
 @pytest.mark.parametrize("run", ["resume", "fresh"])
-def test_13_legacy_checkpoint_temporaries_are_removed_by_the_next_run(run, second_runs):
+def test_legacy_checkpoint_temporaries_are_removed_by_the_next_run(run, second_runs):
     _ok(second_runs[run]["result"])
     left = [name for name in LEGACY_LEFTOVERS if (second_runs[run]["model_dir"] / name).exists()]
     assert not left, f"after {run}: {left}"

@@ -1,4 +1,4 @@
-"""Issue 24, second pass: what ``--mode predict`` (with and without ``--watch``) writes, and where: the CSV never
+"""what ``--mode predict`` (with and without ``--watch``) writes, and where: the CSV never
 over a file of the model, never shared by two runs, mended after a kill; ``--sort-into`` never inside the
 predict folder; an idle watcher lists its folder only when the folder changed."""
 

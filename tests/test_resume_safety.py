@@ -1,4 +1,4 @@
-"""Issue 24: --resume, the model directory and evaluate stay consistent with what is really there
+"""--resume, the model directory and evaluate stay consistent with what is really there
 (M1, M2, M8, L3, L20)."""
 
 from __future__ import annotations

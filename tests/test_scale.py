@@ -184,7 +184,7 @@ def test_two_workers_train_like_one_process_and_resume_after_a_worker_dies(subse
 
 
 def test_a_worker_says_whom_it_waits_for_and_gives_up_in_time(subset_2000, tmp_path):
-    # Issue 24, L6: a TF_CONFIG naming a worker that never starts hung without a word: it says whom it awaits...
+    # a TF_CONFIG naming a worker that never starts hung without a word: it says whom it awaits...
     import os
     import subprocess
     import sys

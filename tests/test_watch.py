@@ -138,7 +138,7 @@ def test_watch_refuses_a_csv_of_another_kind(exported, tmp_path):
 
 
 def test_the_watchers_own_csv_inside_the_folder_is_not_skipped_nor_shared(exported, sources, started, tmp_path):
-    # Issue 24, L11: the CSV grows after each batch, so it was "skipped" again after every one.
+    # the CSV grows after each batch, so it was "skipped" again after every one.
     drop = tmp_path / "drop"
     drop.mkdir()
     out = drop / "watch.csv"

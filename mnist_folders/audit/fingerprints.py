@@ -41,7 +41,7 @@ def pixel_digest(image: Image.Image, color_mode: str) -> bytes:
     equal pixels, whatever the file format.
 
     Converted strip by strip: a 9000x9000 grayscale image is not copied whole into RGB (243 MB) and again
-    into bytes (issue 24, M9).
+    into bytes.
     """
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         image = convert_mode(image, "grayscale")  # scaled by the whole image's range, as convert_mode does
@@ -202,8 +202,8 @@ def near_duplicate_pairs(hashes: np.ndarray, spectrum: np.ndarray) -> np.ndarray
     :data:`NEAR_COSINE` between their spectra. Why the second rule: a bit
     whose coefficient lies near the median flips with little noise, and
     low-contrast images (a faint scan, a smooth photo) have many such bits;
-    a 31x31 JPEG copied at 61x61, quality 80, then differs by up to 34 bits
-    (issue 24, M11). Measured on 400 such copies of crops of
+    a 31x31 JPEG copied at 61x61, quality 80, then differs by up to 34 bits.
+    Measured on 400 such copies of crops of
     matplotlib's sample photos: 6 missed by the first rule, 1 by both; the
     second adds no pair among MNIST's 70,000 images (the closest distinct
     pair within 24 bits has a cosine of 0.9968).

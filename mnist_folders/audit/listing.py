@@ -72,7 +72,7 @@ def _split_left_out(left_out: list[str], unlistable: list[tuple[str, str]], list
                     audit: SplitAudit) -> None:
     """Sort a lister's left-out entries into folders it could not list and hidden folders (both flagged), and
     files (not images)."""
-    # A folder deeper than PATH_MAX is not even a folder to os.path.isdir: it was called a file (issue 24, L14).
+    # A folder deeper than PATH_MAX is not even a folder to os.path.isdir: it was called a file.
     listing.folders += [(path, f"{reason}: the files under it are not counted or used")
                         for path, reason in unlistable]
     flagged = {path for path, _ in unlistable}

@@ -273,8 +273,7 @@ def draw_duplicates(report: CheckReport, setting: Setting, path: Path, data_root
         label = f"{group.kind}: {group.problem()}" + (f", distance {group.distance}" if group.kind == "near" else "")
         cells = []
         for file in group.files[:FIGURE_FILES]:
-            # Thumbnails made while decoding: three 9000x9000 images drawn at full size took 5.9 GB and 66 s
-            # (issue 24, M9).
+            # Thumbnails made while decoding: three 9000x9000 images drawn at full size took 5.9 GB and 66 s.
             image, _ = decode(file, compared_color_mode(setting), longest=FIGURE_THUMBNAIL)
             cells.append((np.asarray(image), display(os.path.relpath(os.path.abspath(file), data_root))))
         rows.append((label, cells))

@@ -43,7 +43,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
         if not np.isfinite(array).all():  # NaN made the whole scaled image black, with only a RuntimeWarning
             raise ImageReadError(f"float image with {int((~np.isfinite(array)).sum())} NaN or infinite pixels")
         low, high = float(array.min()), float(array.max())
-        # float64: the range of float32 pixels (up to 2 x 3.4e38) overflowed, the image became black (issue 24, L13)
+        # float64: the range of float32 pixels (up to 2 x 3.4e38) overflowed, the image became black
         scaled = (array.astype(np.float64) - low) / (high - low or 1.0) * 255.0
     else:
         peak = 65535.0 if array.max() > 255 or image.mode.startswith("I;16") else 255.0

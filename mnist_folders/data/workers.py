@@ -2,7 +2,7 @@
 
 A ``ProcessPoolExecutor`` worker blocks on its task queue; when the parent is
 killed with SIGKILL (no chance to shut the pool down) the workers stayed,
-blocked forever, about 120 MB each (issue 24, L12). :func:`die_with_parent`,
+blocked forever, about 120 MB each. :func:`die_with_parent`,
 given as the pool's ``initializer``, asks Linux to send the worker SIGKILL
 when its parent dies (``prctl(PR_SET_PDEATHSIG)``, see prctl(2)); elsewhere a
 daemon thread polls the parent's PID once a second.

@@ -341,7 +341,7 @@ def _export_locked(setting: Setting, formats: tuple[str, ...], log) -> ExportRes
     model, setting, class_names = saved.load_trained_model(model_dir, setting, policy="float32")
     folder = model_dir / layout.EXPORT
     folder.mkdir(exist_ok=True)
-    # What an export killed mid-write left (L2 of issue 24): its SavedModel staging folder, and the temporaries
+    # What an export killed mid-write left: its SavedModel staging folder, and the temporaries
     # of its own files only (a folder someone keeps there is not ours to delete).
     shutil.rmtree(folder / SAVEDMODEL_STAGING, ignore_errors=True)
     remove_stale_temporaries(folder, (LABELS, PREPROCESSING, *FILES.values()))

@@ -100,7 +100,7 @@ def load_predictor(setting: Setting, policy: str | None = None) -> Predictor:
     def probabilities(images: np.ndarray) -> np.ndarray:
         images = invert_where_needed(images, setting.invert, trained_light)
         result = calibration.apply_temperature(predict_probabilities(model, images), temperature)
-        problem = probability_problem(result)  # NaN weights answer class 0 at "nan" otherwise (L18 of issue 24)
+        problem = probability_problem(result)  # NaN weights answer class 0 at "nan" otherwise
         if problem:
             raise CheckpointError(f"{display(model_dir / layout.BEST_WEIGHTS)}: the model {problem}; "
                                   "its weights are damaged: train again")

@@ -213,7 +213,7 @@ class ExportedModel:
         for start in range(0, len(images), BATCH):
             parts.append(np.asarray(run(np.ascontiguousarray(images[start : start + BATCH])), dtype=np.float32))
         probabilities = np.concatenate(parts)
-        problem = probability_problem(probabilities)  # not served (L18 of issue 24)
+        problem = probability_problem(probabilities)  # not served
         if problem:
             raise self._unusable(problem)
         return probabilities

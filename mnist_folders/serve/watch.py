@@ -235,7 +235,7 @@ def ready_files(folder: Path, state: WatchState, now: float, settle: float,
 def poll_interval(state: WatchState, now: float, poll: float) -> float:
     """Seconds to wait before the next listing: ``poll`` while files arrive, then longer the longer the folder
     stays unchanged (up to :data:`IDLE_POLL_SECONDS`): listing 20,000 predicted files 4 times a second kept
-    31 % of a core busy in an idle watcher (issue 24, L10)."""
+    31 % of a core busy in an idle watcher."""
     idle = now - state.last_change
     return poll if idle < IDLE_AFTER_SECONDS else min(IDLE_POLL_SECONDS, max(poll, idle / 10))
 

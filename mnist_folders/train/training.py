@@ -468,7 +468,7 @@ def check_resumable(setting: Setting, log=print) -> Setting:
     updated = [name for name in options() if name not in RESUME_FIXED and name not in ("model_dir",)
                and getattr(before, name) != getattr(setting, name)]
     if updated:
-        log("resuming with " + ", ".join(f"{n}={getattr(setting, n)!r} (was {getattr(saved, n)!r})" for n in updated))
+        log("resuming with " + ", ".join(f"{n}={getattr(setting, n)!r} (was {getattr(before, n)!r})" for n in updated))
     return setting
 
 
