@@ -66,13 +66,20 @@ def run_cli(*args: str, check: bool = True, cwd: Path | None = None,
     with ``process=True`` or :func:`start_cli`."""
     args = _no_export(args, export)
     if process or set(env or {}) - IN_PROCESS_ENV or not _in_process_ok(args):
+        command = _command(args, env)
         env = {**os.environ, **(env or {})}
-        result = subprocess.run([sys.executable, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True)
+        result = subprocess.run(command, cwd=cwd or REPO, env=env, capture_output=True, text=True)
     else:
         result = _run_in_process(args, cwd or REPO, env or {})
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+def _command(args: tuple[str, ...], env: dict[str, str] | None) -> list[str]:
+    """``python args...``; through tests/kill_hook.py when ``env`` names a kill point (a test-only hook)."""
+    hook = [str(REPO / "tests" / "kill_hook.py")] if "MNIST_FOLDERS_KILL_AT" in (env or {}) else []
+    return [sys.executable, *hook, *args]
 
 
 # Variables the CLI reads when it needs them (not at import): a run given them can stay in this process.
@@ -141,9 +148,10 @@ def run_cli_watching_imports(*args: str, check: bool = True) -> tuple[subprocess
 
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``python <script> args...`` in its own process group, so the whole group can be killed."""
-    env = {**os.environ, **(env or {})}
     args = _no_export(args, False)
-    return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+    command = _command(args, env)
+    env = {**os.environ, **(env or {})}
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 

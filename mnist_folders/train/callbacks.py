@@ -4,8 +4,6 @@ the one list of callbacks that every training loop (``train``, the benchmarks) u
 from __future__ import annotations
 
 import math
-import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +15,6 @@ import numpy as np
 from . import schedules
 from .. import artifacts
 from ..networks import saved
-
-
-KILL_AT_ENV = "MNIST_FOLDERS_KILL_AT"
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -63,8 +58,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
         # last.keras is written last: it is the commit point of the epoch.
         # A kill before it leaves history one row ahead, which resume trims.
         artifacts.write_history(self.model_dir, self.history)
-        if os.environ.get(KILL_AT_ENV) == f"{epoch + 1}:history":  # fault injection, see KillAt
-            os.kill(os.getpid(), signal.SIGKILL)
         saved.save_last_model(self.model_dir, self.model)
         if self.promote_to is not None:
             artifacts.promote(self.model_dir, self.promote_to)
@@ -133,48 +126,10 @@ class StopRule(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class KillAt(keras.callbacks.Callback):
-    """Fault injection for the tests: SIGKILL this process at a chosen point of training.
-
-    Enabled only by the environment variable ``MNIST_FOLDERS_KILL_AT``:
-    ``E:B`` kills after batch ``B`` (1-based) of epoch ``E`` (1-based), or
-    after the first batch past it when ``fit`` runs several steps per
-    execution (batch callbacks then come once per execution);
-    ``E:end`` after epoch ``E``'s checkpoint is written; ``E:history``
-    (handled by :class:`EpochCheckpoint`) between writing epoch ``E``'s
-    history row and its ``last.keras``.
-    """
-
-    def __init__(self, spec: str):
-        super().__init__()
-        epoch, _, point = spec.partition(":")
-        if not epoch.isdigit() or not (point.isdigit() or point in ("end", "history")):
-            from ..errors import SettingError
-
-            raise SettingError(f"{KILL_AT_ENV}={spec!r}: a test hook; expected E:B, E:end or E:history "
-                               "(unset it to train)")
-        self.epoch, self.point = int(epoch), point
-
-    def _kill(self) -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.current = epoch + 1
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.current == self.epoch and self.point.isdigit() and batch + 1 >= int(self.point):
-            self._kill()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if epoch + 1 == self.epoch and self.point == "end":
-            self._kill()
-
-
 def training_callbacks(setting: Any, set_data_epoch: Callable[[int], Any] | None,
                        *extra: keras.callbacks.Callback,
                        history: list[dict[str, float]] | None = None) -> list[keras.callbacks.Callback]:
     """A training run's callbacks, in order: schedule, seeds, NaN guard, then ``extra`` (checkpoints, stop rule)."""
     schedule = learning_rate_schedule(setting, history)
-    kill = [KillAt(os.environ[KILL_AT_ENV])] if os.environ.get(KILL_AT_ENV) else []
     return [*([schedule] if schedule else []), EpochSeeds(setting.seed, set_data_epoch),
-            keras.callbacks.TerminateOnNaN(), *extra, *kill]
+            keras.callbacks.TerminateOnNaN(), *extra]
