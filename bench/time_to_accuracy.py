@@ -49,7 +49,8 @@ def worker(name: str, target: float, max_epochs: int, data_dir: str, seed: int) 
     from mnist_folders.data.pipeline import training_data
     from mnist_folders.settings import Setting
     from mnist_folders.train.callbacks import training_callbacks
-    from mnist_folders.train.training import resolve_settings, steps_per_execution
+    from mnist_folders.train.choices import resolve_settings
+    from mnist_folders.train.training import steps_per_execution
 
     setting = Setting(data_dir=data_dir, epochs=max_epochs, seed=seed, **SETTINGS[name])
     index = index_tree(setting.train_path)

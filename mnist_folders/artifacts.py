@@ -21,67 +21,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path, remove_stale_temporaries, write_text
+from .atomic import atomic_path, write_text
 from .errors import CheckpointError
-from .locking import files_lock
 from .names import MODEL_DIR_MARKER, class_name_problem, display
 from .settings import DEFAULT_DATA_DIR, Setting, default_model_dir
-from .layout import (SETTING, CLASS_NAMES, BEST_WEIGHTS, BEST_INFO, HISTORY, DATASET,
-                     CALIBRATION, EXPORT, EXPLAINED, HISTORY_FIELDS, HISTORY_REQUIRED, STAGING,
-                     RUN_FILES, REPORTS)
+from .layout import (BEST_INFO, BEST_WEIGHTS, CALIBRATION, CLASS_NAMES, DATASET, EXPORT, HISTORY,
+                     HISTORY_FIELDS, HISTORY_REQUIRED, REPORTS, RUN_FILES, SETTING, STAGING)
 
 
 MARKER = MODEL_DIR_MARKER  # written first into every model directory this tool trains: what makes a folder ours
-MARKER_TEXT = "a model directory of mnist_folders (format 1): train may replace the files it wrote here\n"
-
-
-def claim_for_training(model_dir: Path) -> None:
-    """Make sure training may write into ``model_dir``, before anything is written; mark it as ours.
-
-    A model directory is new, empty, or ours: it holds :data:`MARKER` or a
-    trained model (directories of versions before the marker). Any other
-    folder holds a user's files, which a fresh run would replace or remove
-    (``setting.json``, ``history.csv``, ``export/``): it is refused.
-
-    Raises:
-        CheckpointError: the folder holds files that are not ours (one is
-            named), or cannot be written.
-    """
-    if model_dir.is_dir() and not (model_dir / MARKER).exists() and not holds_model(model_dir):
-        ours_anyway = (MARKER, ".write-test", ".train.lock", ".files.lock")
-        # ... and their temporary names while being written (atomic_path: ".<name>.<random>.tmp"), e.g. another
-        # worker of the same multi-worker run proving the folder writable at this moment.
-        others = sorted(p.name for p in model_dir.iterdir()
-                        if p.name not in ours_anyway and not p.name.startswith(tuple(f".{n}." for n in ours_anyway)))
-        if others:
-            raise CheckpointError(f"{display(model_dir)}: holds files that are not a model of this tool "
-                                  f"(e.g. {display(others[0])}); train into a new or empty --model-dir")
-    ensure_writable(model_dir)
-    if not (model_dir / MARKER).exists():
-        write_text(model_dir / MARKER, MARKER_TEXT)
-
-
-def check_same_classes(model_dir: Path, class_names: list[str]) -> None:
-    """Refuse a fresh run into ``model_dir`` when it holds a model trained on other class names: that model
-    would be replaced by one of another dataset (``--overwrite`` says it may).
-
-    Raises:
-        CheckpointError: naming the folder and both sets of classes; nothing is written.
-    """
-    if not (model_dir / CLASS_NAMES).is_file() or not holds_model(model_dir):
-        return
-    try:
-        trained = load_class_names(model_dir)
-    except CheckpointError:
-        return  # unreadable class names: not a model another dataset could lose
-    if trained != list(class_names):
-
-        def few(names: list[str]) -> str:
-            return ", ".join(display(n) for n in names[:5]) + (f", ... ({len(names)})" if len(names) > 5 else "")
-
-        raise CheckpointError(f"{display(model_dir)}: holds a model trained on other classes ({few(trained)}; this "
-                              f"run's: {few(list(class_names))}); train with --overwrite to replace it, or give "
-                              "another --model-dir")
 
 
 def check_outside_data(model_dir: Path, folders: dict[str, Path | None]) -> None:
@@ -173,41 +121,6 @@ def read_json(path: Path) -> Any:
 def holds_model(model_dir: Path) -> bool:
     """True when ``model_dir`` holds a trained model (a best checkpoint)."""
     return (model_dir / BEST_WEIGHTS).exists()
-
-
-def workspace_for_fresh_run(model_dir: Path) -> Path:
-    """Where a fresh (not resumed) training run writes until its first checkpoint exists.
-
-    An empty model directory is used directly. One that holds a model keeps
-    it, usable, while the new run trains in ``<model_dir>/.staging``; the
-    new run replaces it only when its first epoch is saved (:func:`promote`),
-    so a run stopped during its first epoch loses nothing.
-    """
-    staging = model_dir / STAGING
-    if staging.exists():
-        shutil.rmtree(staging)  # a previous fresh run killed before its first checkpoint
-    remove_stale_temporaries(model_dir, RUN_FILES)
-    if not holds_model(model_dir):
-        for stale in RUN_FILES + REPORTS:
-            (model_dir / stale).unlink(missing_ok=True)
-        for folder in (EXPORT, EXPLAINED):
-            shutil.rmtree(model_dir / folder, ignore_errors=True)
-        return model_dir
-    staging.mkdir()
-    return staging
-
-
-def promote(staging: Path, model_dir: Path) -> None:
-    """Replace ``model_dir``'s run files with ``staging``'s, under the exclusive files lock; remove ``staging``."""
-    with files_lock(model_dir, exclusive=True):
-        for name in RUN_FILES + REPORTS:
-            if not (staging / name).exists():
-                (model_dir / name).unlink(missing_ok=True)
-        for folder in (EXPORT, EXPLAINED):  # made from the model being replaced
-            shutil.rmtree(model_dir / folder, ignore_errors=True)
-        for path in staging.iterdir():
-            os.replace(path, model_dir / path.name)
-    staging.rmdir()
 
 
 def check_free_space(folder: Path, needed: int) -> None:

@@ -253,7 +253,7 @@ def test_a_small_real_photo_copied_larger_as_jpeg_is_leakage_and_distinct_photos
 
 def test_train_says_a_folder_deeper_than_path_max_is_unreadable_not_a_non_image_file(tmp_path):
     # L14 in train: the folder it could not list was counted as "ignored 1 non-image files".
-    from mnist_folders.train.training import prepare_index
+    from mnist_folders.train.preparation import prepare_index
 
     for k, digit in enumerate(_digits(8)):
         folder = tmp_path / "train" / str(k % 2)

@@ -242,7 +242,7 @@ def test_training_fits_the_temperature_that_minimises_the_validation_nll(trained
     computed here (the model's softmax on the validation split, logits divided by T) over a grid of T."""
     from mnist_folders.data.decoding import decode_images
     from mnist_folders.data.folders import index_tree
-    from mnist_folders.train.training import split_readable
+    from mnist_folders.train.preparation import split_readable
 
     fitted = json.loads((trained_model / "calibration.json").read_text())
     model, setting, class_names = saved.load_trained_model(trained_model)

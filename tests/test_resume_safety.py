@@ -109,7 +109,7 @@ def test_resume_refuses_a_checkpoint_that_matches_no_epoch_of_the_history(copy):
 
 def test_the_completed_epoch_is_the_history_row_of_the_checkpoint(tmp_path):
     from mnist_folders.errors import CheckpointError
-    from mnist_folders.train.training import checkpoint_epoch
+    from mnist_folders.train.resume import checkpoint_epoch
 
     rows = [{"epoch": 1.0, "steps": 10.0}, {"epoch": 2.0, "steps": 20.0}]
     assert checkpoint_epoch(tmp_path, rows, 20, steps_per_epoch=5) == 2  # the epoch length does not matter

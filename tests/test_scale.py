@@ -251,10 +251,10 @@ def test_a_worker_proving_the_folder_writable_does_not_make_it_foreign(tmp_path)
     folder.mkdir()
     (folder / "..write-test.fdtxxsvt.tmp").write_bytes(b"ok\n")
     (folder / "..train.lock.abc.tmp").write_bytes(b"")
-    artifacts.claim_for_training(folder)
+    run_directory.claim_for_training(folder)
     assert (folder / artifacts.MARKER).exists()
     other = tmp_path / "theirs"
     other.mkdir()
     (other / ".write-test-notes.txt").write_text("a user's file")  # not one of our names: still refused
     with pytest.raises(CheckpointError, match="not a model of this tool"):
-        artifacts.claim_for_training(other)
+        run_directory.claim_for_training(other)

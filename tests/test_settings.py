@@ -11,7 +11,7 @@ from mnist_folders.commands import settings_docs
 from mnist_folders.errors import SettingError
 from mnist_folders.data.folders import index_tree
 from mnist_folders.settings import Setting, options
-from mnist_folders.train.training import resolve_settings
+from mnist_folders.train.choices import resolve_settings
 
 CLI = str(REPO / "mnist_keras.py")
 

@@ -12,7 +12,7 @@ from ..data.folders import FolderIndex
 from ..networks import calibration, saved
 from ..networks.inference import keras_probabilities, predict_files
 from ..settings import Setting
-from .training import split_readable
+from .preparation import split_readable
 
 CALIBRATION_IMAGES = 10_000  # validation images the softmax temperature is fitted on, at most
 

@@ -15,6 +15,7 @@ import numpy as np
 from . import schedules
 from .. import artifacts
 from ..networks import saved
+from .run_directory import promote
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -60,7 +61,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         artifacts.write_history(self.model_dir, self.history)
         saved.save_last_model(self.model_dir, self.model)
         if self.promote_to is not None:
-            artifacts.promote(self.model_dir, self.promote_to)
+            promote(self.model_dir, self.promote_to)
             self.model_dir, self.promote_to = self.promote_to, None
 
 

@@ -21,6 +21,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from ..data.folders import FolderIndex
+from ..settings import Setting
+
 HEAD_EPOCHS = 300  # at most; early stopping on the validation loss ends the head fit long before
 HEAD_PATIENCE = 10  # head epochs without a lower validation loss
 HEAD_LEARNING_RATE = 0.003  # Adam, on the embeddings
@@ -120,3 +123,31 @@ def summary(fine_tune: str, logs: dict[str, Any], train_count: int, embedded: in
     return (f"head fitted on the embeddings of {train_count} training images in {int(logs['head_epochs'])} "
             f"epochs (val_accuracy {logs['val_accuracy']:.4f}); embeddings: {embedded} computed, {cached} from "
             f"the cache, {seconds:.1f} s; fine_tune={fine_tune}")
+
+
+def pretrained_head(setting: Setting, model: keras.Model, index: FolderIndex, failed: list[tuple[str, str]],
+                    class_weight: dict[int, float] | None, policy: str, progress: bool) -> tuple[str, dict]:
+    """Fit a pretrained model's head on its backbone's (cached) embeddings of the training and validation
+    images, then set up the fine-tuning the Setting chose (unfrozen layers, compiled). Returns the line to log
+    and the logs of this epoch 1 (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``)."""
+    from ..networks.architectures import backbone_of
+    from ..networks.build import make_optimizer
+    from .embedding_cache import EmbeddingCache, embed_files
+    from .preparation import split_readable
+
+    train_index, val_index = split_readable(setting, index, failed)
+    cache = EmbeddingCache.for_setting(setting, policy)
+    backbone = backbone_of(model)
+    freeze_backbone(model)
+    embedded = [embed_files(backbone, part.paths, setting, cache, progress, f"embed {name}")
+                for part, name in ((train_index, "train"), (val_index, "validation"))]
+    (train, val) = [(e.vectors, part.labels[e.kept]) for e, part in zip(embedded, (train_index, val_index))]
+    logs = fit_head(model, train, val, len(index.class_names), class_weight, setting.label_smoothing)
+    if setting.fine_tune != "none":
+        unfreeze(model, setting.fine_tune)
+    model.compile(optimizer=make_optimizer(setting.optimizer, setting.learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=setting.label_smoothing),
+                  metrics=["accuracy"])
+    line = summary(setting.fine_tune, logs, len(train[0]), sum(len(e.kept) - e.cached for e in embedded),
+                               sum(e.cached for e in embedded), sum(e.seconds for e in embedded))
+    return line, {k: v for k, v in logs.items() if k != "head_epochs"}
