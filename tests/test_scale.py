@@ -245,6 +245,7 @@ def test_a_worker_proving_the_folder_writable_does_not_make_it_foreign(tmp_path)
     # Found with two workers (and the CI failure of 2026-12-02): worker 1's ".write-test" probe, seen by the
     # chief mid-write under its temporary name, made the chief refuse the new model directory as "not ours".
     from mnist_folders import artifacts
+    from mnist_folders.train import run_directory
     from mnist_folders.errors import CheckpointError
 
     folder = tmp_path / "new"

@@ -57,13 +57,58 @@ def _formats(text: str) -> tuple[str, ...]:
 RUN_OPTION_MODES = {"resume": ("train",), "overwrite": ("train",), "strict": ("train", "check"), "quarantine": ("check",),
                     "restore": ("check",), "output": ("predict", "explain"), "watch": ("predict",), "sort_into": ("predict",),
                     "format": ("train", "export")}
-# The groups of settings each mode's --help lists. Every mode accepts every setting (one TOML file serves
-# them all); these are the groups it reads.
+# The groups of settings each mode reads. Every mode accepts every setting (one TOML file serves them all).
 MODE_GROUPS = {"train": ("paths", "image", "classes", "training", "system"),
                "lr_find": ("paths", "image", "classes", "training", "system"),
                "evaluate": ("paths", "system"), "predict": ("paths", "image", "prediction", "system"),
                "export": ("paths", "image", "system"), "check": ("paths", "image", "classes", "system"),
                "explain": ("paths", "image", "prediction"), "serve": ("paths", "image", "prediction", "serving")}
+# The settings `--mode MODE --help` describes (one line each, so that it fits a screen); it names the other
+# settings MODE reads, and docs/cli-reference.md describes every one.
+MODE_SHOWN = {
+    "train": ("data_dir", "model_dir", "model", "image_height", "image_width", "color_mode", "class_weight",
+              "epochs", "batch_size", "learning_rate", "validation_split", "fine_tune", "max_minutes"),
+    "lr_find": ("data_dir", "model_dir", "model", "image_height", "image_width", "batch_size"),
+    "evaluate": ("data_dir", "test_dir", "model_dir"),
+    "predict": ("data_dir", "predict_dir", "model_dir", "runtime", "min_confidence", "invert"),
+    "export": ("data_dir", "model_dir"),
+    "check": ("data_dir", "train_dir", "test_dir", "predict_dir", "model_dir"),
+    "explain": ("predict_dir", "model_dir", "min_confidence"),
+    "serve": ("model_dir", "host", "port", "runtime", "min_confidence", "serve_batch"),
+}
+
+
+def _mode_help(mode: str) -> str:
+    """``mode``'s lines of the module docstring's list of modes, and a pointer to the full reference."""
+    lines, keep = [], False
+    for line in __doc__.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            keep = line.split()[0] == mode
+        elif not line.startswith("   "):
+            keep = False
+        if keep:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _more_settings(mode: str) -> str:
+    """The epilog of ``--mode MODE --help``: the other settings MODE reads, by flag."""
+    import dataclasses
+    import textwrap
+
+    from ..settings import Setting
+
+    rest = [cli.flag_name(f.name) for f in dataclasses.fields(Setting)
+            if f.metadata["option"].group in MODE_GROUPS[mode] and f.name not in MODE_SHOWN[mode]]
+    return ("more settings --mode " + mode + " reads (each a flag and a TOML key of --config; "
+            "docs/cli-reference.md describes every setting):\n"
+            + textwrap.fill(", ".join(rest), width=100, initial_indent="  ", subsequent_indent="  ",
+                            break_on_hyphens=False))
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """Help laid out on 100 columns, the descriptions as written."""
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=34, width=100)
 
 
 def _mode_named(argv: list[str]) -> str | None:
@@ -76,25 +121,31 @@ def _mode_named(argv: list[str]) -> str | None:
     return None
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    argv = sys.argv[1:] if argv is None else argv
-    mode = _mode_named(argv)
-    mode = mode if mode in MODES else None
+def build_parser(mode: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser: the run options (those ``mode`` does not read hidden from ``--help``), then
+    the settings' flags (the groups ``mode`` reads listed; all of them accepted)."""
     # No abbreviations: --epoch must not silently mean --epochs.
     usage = f"%(prog)s --mode {mode or '{' + ','.join(MODES) + '}'} [options]"
-    parser = argparse.ArgumentParser(usage=usage, description=__doc__, epilog=EXAMPLES, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(usage=usage, description=_mode_help(mode) if mode else __doc__,
+                                     epilog=_more_settings(mode) if mode else EXAMPLES, allow_abbrev=False,
+                                     formatter_class=_formatter)
     run = parser.add_argument_group("run options" + (f" of --mode {mode}" if mode else ""))
 
     def option(name: str, *flags: str, **kwargs) -> None:
-        """A run option, listed by --help without a mode or with a mode that reads it."""
+        """A run option, listed by --help without a mode or with a mode that reads it (with what it means
+        there: the ``mode: ...`` part of a help that says what it does in several modes)."""
         if mode is not None and name in RUN_OPTION_MODES and mode not in RUN_OPTION_MODES[name]:
             kwargs["help"] = argparse.SUPPRESS
+        elif mode is not None:
+            parts = [part for part in kwargs["help"].split("; ") if part.startswith(f"{mode}: ")]
+            kwargs["help"] = parts[0][len(mode) + 2:] if parts else kwargs["help"]
+            if name == "mode":
+                kwargs["metavar"] = "MODE"
         run.add_argument(*flags, **kwargs)
 
     option("mode", "--mode", required=True, choices=MODES, metavar="{" + ",".join(MODES) + "}",
            help="what to do (above); --mode MODE --help lists what MODE reads")
-    option("config", "--config", type=Path, help="TOML file of settings (flags override it)")
+    option("config", "--config", type=Path, metavar="FILE", help="TOML file of settings (flags override it)")
     option("resume", "--resume", action="store_true", help="train: continue after the last completed epoch")
     option("overwrite", "--overwrite", action="store_true",
            help="train: replace a model of other class names in --model-dir (without it, such a folder is refused)")
@@ -106,7 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 "(with a manifest to move them back: --restore DIR)")
     option("restore", "--restore", type=Path, metavar="DIR",
            help="check: move the files a --quarantine DIR run moved back to their places, and nothing else")
-    option("output", "--output", type=Path, help="predict: CSV path (default <model_dir>/predictions.csv); "
+    option("output", "--output", type=Path, metavar="PATH", help="predict: CSV path (default <model_dir>/predictions.csv); "
                                                  "explain: folder of the pictures (default <model_dir>/explained)")
     option("watch", "--watch", action="store_true",
            help="predict: keep running, predict each image as it lands in the folder and append it "
@@ -115,10 +166,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
            help="predict: also copy each image into DIR/<class>/ (DIR/uncertain/ under --min-confidence)")
     option("format", "--format", type=_formats, metavar="LIST",
            help=f"export: comma-separated formats (default all: {','.join(EXPORT_FORMATS)}); train: the "
-                f"formats exported after training (default {','.join(TRAIN_FORMATS)}; none: no export)")
+                f"formats exported after training (default {','.join(TRAIN_FORMATS)}, or none)")
     option("quiet", "--quiet", action="store_true", help="no progress bars (one line per epoch)")
     # Without a mode --help is short (the modes and examples); with one, the setting groups that mode reads.
-    cli.add_setting_flags(parser, MODE_GROUPS[mode] if mode else ())
+    cli.add_setting_flags(parser, MODE_SHOWN[mode] if mode else ())
+    return parser
+
+
+def run_options() -> list[argparse.Action]:
+    """The run options (not the settings), in the order ``--help`` lists them."""
+    group = next(g for g in build_parser()._action_groups if g.title == "run options")
+    return list(group._group_actions)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; a usage error (exit 2, one line) for a run option given to a mode that does
+    not read it, and for options that contradict each other."""
+    argv = sys.argv[1:] if argv is None else argv
+    mode = _mode_named(argv)
+    parser = build_parser(mode if mode in MODES else None)
     args = parser.parse_args(argv)
     for name, modes in RUN_OPTION_MODES.items():
         if getattr(args, name) not in (None, False) and args.mode not in modes:

@@ -92,29 +92,37 @@ def _parser_type(opt: Any) -> Callable[[str], Any]:
     return str
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, listed: "tuple[str, ...] | None" = None) -> None:
+def add_setting_flags(parser: argparse.ArgumentParser, shown: "tuple[str, ...] | None" = None) -> None:
     """One flag per :class:`~mnist_folders.settings.Setting` field, grouped, from its description.
 
-    ``listed``: the groups ``--help`` shows (default all); the flags of the others are accepted all the same.
+    ``shown``: the settings ``--help`` describes, in one short line each (default: all, in full); the flags
+    of the others are accepted all the same.
     """
     import dataclasses
 
     from ..settings import GROUPS, Setting
 
-    listed = GROUPS if listed is None else listed
-    groups = {name: parser.add_argument_group(f"{name} settings") for name in GROUPS if name in listed}
+    names = [f.name for f in dataclasses.fields(Setting)]
+    brief = shown is not None
+    shown = tuple(names) if shown is None else shown
+    listed = [g for g in GROUPS if any(Setting.__dataclass_fields__[n].metadata["option"].group == g for n in shown)]
+    groups = {name: parser.add_argument_group(f"{name} settings") for name in listed}
     hidden = parser.add_argument_group("other settings")
     for f in dataclasses.fields(Setting):
         opt = f.metadata["option"]
         allowed = allowed_text(opt)
-        detail = f"default: {default_text(f.name, opt, f.default)}" + (f"; {allowed}" if allowed else "")
+        default = f"default: {default_text(f.name, opt, f.default)}"
+        if brief:  # its first phrase and the default: the whole description is in docs/cli-reference.md
+            text = f"{opt.help.split('; ')[0]} ({default})"
+        else:
+            text = f"{opt.help} ({default}" + (f"; {allowed})" if allowed else ")")
         options: dict[str, Any] = dict(dest=f.name, default=None, type=_parser_type(opt),
-                                       help=f"{opt.help} ({detail})".replace("%", "%%"))
+                                       help=text.replace("%", "%%"))
         if opt.kind == "str" and opt.allowed():
             options.update(choices=opt.allowed(), metavar="{" + ",".join(opt.allowed()) + "}")
         if opt.kind == "bool":  # --tensorboard alone means true; --tensorboard false overrides a config file
             options.update(nargs="?", const=True, metavar="{true,false}")
-        if opt.group not in listed:
+        if f.name not in shown:
             options["help"] = argparse.SUPPRESS
         groups.get(opt.group, hidden).add_argument(flag_name(f.name), *opt.aliases, **options)
 

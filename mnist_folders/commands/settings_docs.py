@@ -1,6 +1,8 @@
-"""Generate the settings tables of ``docs/cli-reference.md`` and ``setting.py`` and the
-contents of ``configs/mnist.toml`` from the field descriptions in
-:mod:`mnist_folders.settings`, so that the docs cannot drift from the code.
+"""Generate the settings tables of ``docs/cli-reference.md`` and ``setting.py``, the
+contents of ``configs/mnist.toml`` (from the field descriptions in
+:mod:`mnist_folders.settings`) and the run options' table of ``docs/cli-reference.md``
+(from the parser of :mod:`mnist_folders.commands.arguments`), so that the docs cannot
+drift from the code.
 
 ``python -m mnist_folders.commands.settings_docs`` rewrites the three files (each
 table between its ``settings-table`` markers); ``--check`` only reports
@@ -17,6 +19,7 @@ from ..settings import RESUME_FIXED, Setting
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: docs/, configs/ and setting.py are generated there
 START, END = "settings-table:start", "settings-table:end"
+RUN_START, RUN_END = "run-options:start", "run-options:end"
 
 
 def _rows() -> list[tuple[str, str, str, str, str]]:
@@ -36,6 +39,19 @@ def markdown_table() -> str:
     fixed = set(RESUME_FIXED)
     for name, flags, default, allowed, help_text in _rows():
         cells = (f"`{name}`", flags, default, allowed, help_text + ("; fixed on `--resume`" if name in fixed else ""))
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def run_options_table() -> str:
+    """The run options of docs/cli-reference.md, from the parser itself: flag, the modes that read it, meaning."""
+    from .arguments import RUN_OPTION_MODES, run_options
+
+    lines = ["| option | modes | meaning |", "| --- | --- | --- |"]
+    for action in run_options():
+        metavar = "" if action.nargs == 0 else f" {action.metavar or action.dest.upper()}"
+        modes = ", ".join(RUN_OPTION_MODES.get(action.dest, ("all",)))
+        cells = (f"`{action.option_strings[0]}{metavar}`", modes, action.help.replace("%%", "%"))
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     return "\n".join(lines)
 
@@ -83,13 +99,13 @@ def _toml_value(value) -> str:
     return repr(value)
 
 
-def _between_markers(text: str, table: str, path: Path) -> str:
+def _between_markers(text: str, table: str, path: Path, start: str = START, end: str = END) -> str:
     try:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
     except ValueError:
-        raise SystemExit(f"{path}: markers {START} / {END} not found") from None
-    return f"{head}{START}{_after_marker(rest)}\n{table}\n{_before_marker(rest)}{END}{tail}"
+        raise SystemExit(f"{path}: markers {start} / {end} not found") from None
+    return f"{head}{start}{_after_marker(rest)}\n{table}\n{_before_marker(rest, end)}{end}{tail}"
 
 
 def _after_marker(rest: str) -> str:
@@ -97,9 +113,9 @@ def _after_marker(rest: str) -> str:
     return rest.split("\n", 1)[0]
 
 
-def _before_marker(rest: str) -> str:
+def _before_marker(rest: str, end: str = END) -> str:
     """What opens the end marker's line (e.g. ``<!-- ``)."""
-    body = rest.split(END, 1)[0]
+    body = rest.split(end, 1)[0]
     return body[body.rfind("\n") + 1:]
 
 
@@ -107,7 +123,8 @@ def generated() -> dict[Path, str]:
     """Each generated file's path and the text it should hold."""
     readme, setting_py = REPO / "docs" / "cli-reference.md", REPO / "setting.py"
     return {
-        readme: _between_markers(readme.read_text(encoding="utf-8"), markdown_table(), readme),
+        readme: _between_markers(_between_markers(readme.read_text(encoding="utf-8"), markdown_table(), readme),
+                                 run_options_table(), readme, RUN_START, RUN_END),
         setting_py: _between_markers(setting_py.read_text(encoding="utf-8"), text_table(), setting_py),
         REPO / "configs" / "mnist.toml": toml_defaults(),
     }
