@@ -3,7 +3,7 @@
 Layers, each importing only the ones above it in this list (``tests/test_layers.py`` parses the imports):
 
 - core, directly in the package: ``settings`` (the Setting, each field
-  described once), ``registry`` (the models as pure data, and the rules of
+  described once; ``option``: how one is described and checked), ``registry`` (the models as pure data, and the rules of
   ``auto``), ``layout`` (every file name of a model directory), ``artifacts``
   (the model directory's JSON and CSV, staging and promotion), ``plots``,
   ``locking``, ``atomic``, ``names``, ``errors``.

@@ -88,16 +88,16 @@ def predict_files(paths: list[str], setting: Setting, probabilities: Probabiliti
             is predicted (e.g. to load a model meanwhile).
     """
     parts, kept, failed = [np.zeros((0, classes or 0), np.float32)], [np.zeros(0, np.int64)], []
-    with tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar, \
-            decode_chunks(paths, setting, processes=processes) as chunks:
-        if on_start is not None:
+    with decode_chunks(paths, setting, processes=processes) as chunks:
+        if on_start is not None:  # before the bar: an error there is said alone, in one line
             on_start()
-        for chunk in chunks:
-            answer = probabilities(chunk.images)
-            if on_chunk is not None:
-                on_chunk(chunk, answer)
-            parts.append(answer)
-            kept.append(chunk.kept)
-            failed.extend(chunk.failed)
-            bar.update(len(chunk.images) + len(chunk.failed))
+        with tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar:
+            for chunk in chunks:
+                answer = probabilities(chunk.images)
+                if on_chunk is not None:
+                    on_chunk(chunk, answer)
+                parts.append(answer)
+                kept.append(chunk.kept)
+                failed.extend(chunk.failed)
+                bar.update(len(chunk.images) + len(chunk.failed))
     return Predicted(np.concatenate(parts[1:] or parts), np.concatenate(kept), sorted(failed))
