@@ -49,7 +49,9 @@ def one_run(kind: str, data_dir: Path) -> dict:
     from mnist_folders.settings import Setting
 
     with tempfile.TemporaryDirectory() as model_dir:
-        setting = Setting(data_dir=str(data_dir), model_dir=model_dir, color_mode="grayscale")  # what MNIST resolves to
+        # what MNIST resolves to (training resolves "auto" from the images; the check and decoding take it given)
+        setting = Setting(data_dir=str(data_dir), model_dir=model_dir, color_mode="grayscale", image_height=28,
+                          image_width=28)
         found = {}
         started = time.perf_counter()
         if kind == "check":

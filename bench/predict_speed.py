@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "mnist")
     parser.add_argument("--data-dir", type=Path, default=REPO / "mnist_data")
+    parser.add_argument("--sizes", default="1000,10000", help="comma-separated folder sizes, images")
     args = parser.parse_args()
     from mnist_folders.commands import cli
 
@@ -50,8 +51,8 @@ def main() -> int:
     model, setting, _ = load_trained_model(args.model_dir)
     rows, lines = {}, ["| images | CLI s, process start included | library s (images/s) | floor: model.predict s "
                        "(images/s) | library / floor | decode alone s |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for count in (1000, 10000):
-        with tempfile.TemporaryDirectory(dir=REPO / "bench") as tmp:
+    for count in (int(size) for size in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             for path in tests[:count]:
                 shutil.copy(path, folder / f"{path.parent.name}_{path.name}")
