@@ -43,7 +43,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     # Batch 256 with twice the tutorial's learning rate (0.001 at batch 32), and
     # bfloat16 where the CPU has it: the fastest settings measured that keep the
-    # tutorial settings' test accuracy (bench/default_candidates.py, bench/README.md).
+    # tutorial settings' test accuracy (bench/experiments/default_candidates.py, bench/README.md).
     "cnn_64_128_256": ModelSpec("cnn_64_128_256", "rmsprop", 8, 256, learning_rate=0.002, dtype_policy="auto",
                                 published="98.95 %", min_size=18),
     "mlp": ModelSpec("mlp", "adam", 10, 200, published="98.09-98.17 %"),

@@ -13,9 +13,9 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def bench_imports() -> list[tuple[str, int, str, str | None]]:
-    """``(script, line, module, name or None)`` for every import of mnist_folders in bench/*.py."""
+    """``(script, line, module, name or None)`` for every import of mnist_folders in bench/ (experiments too)."""
     found = []
-    for path in sorted(BENCH.glob("*.py")):
+    for path in sorted(BENCH.rglob("*.py")):  # the experiments too
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("mnist_folders"):
                 found += [(path.name, node.lineno, node.module, alias.name) for alias in node.names]

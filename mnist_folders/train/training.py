@@ -46,7 +46,7 @@ def steps_per_execution(steps_per_epoch: int) -> int:
     short epochs.
 
     Fewer Python round-trips per step: 1.18x the images/s of float32 training
-    and 1.07x of bfloat16 at 16 (``bench/levers.py``, MNIST, batch 256), the
+    and 1.07x of bfloat16 at 16 (``bench/experiments/levers.py``, MNIST, batch 256), the
     same accuracy. Per-batch callbacks then run once per execution; a quarter
     of the epoch at most keeps at least four of them per epoch (the progress
     bar, the NaN guard).

@@ -12,7 +12,7 @@ so machine noise spreads evenly. A candidate keeps the reference model's
 accuracy when its median test accuracy is no lower than the old default's
 (float32, batch 32, RMSprop 0.001) minus the spread between seeds.
 
-    python bench/default_candidates.py [--repeats 3] [--epochs 8]
+    python -m bench.experiments.default_candidates [--repeats 3] [--epochs 8]
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ import sys
 import tempfile
 import time
 
-from common import REPO, fmt, machine_line, repeat, save
+from pathlib import Path
+
+from bench import common
+
+from bench.common import REPO, fmt, machine_line, repeat, save
+
+common.RESULTS = Path(__file__).resolve().parent / "results"  # this experiment's results, kept beside it
 
 # name -> Setting overrides
 CANDIDATES = {
@@ -69,9 +75,9 @@ def main() -> int:
     runs: dict[str, list[dict]] = {name: [] for name in CANDIDATES}
     for r in range(args.repeats):
         for name in CANDIDATES:
-            out = subprocess.run([sys.executable, __file__, "--worker", name, str(1337 + r), "--epochs",
-                                  str(args.epochs), "--data-dir", args.data_dir],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-m", "bench.experiments.default_candidates", "--worker", name,
+                                  str(1337 + r), "--epochs", str(args.epochs), "--data-dir", args.data_dir],
+                                 cwd=REPO, capture_output=True, text=True, check=True)
             runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"{name} seed {1337 + r}: {json.dumps(runs[name][-1])}", flush=True)
     summary = {}

@@ -44,8 +44,8 @@ all 60,000 training images for ``--accuracy-epochs`` epochs, test accuracy on
 all 10,000 test images, one process per (configuration, seed), interleaved. Both modes
 write ``results/levers.md/.json``, each keeping the other's last table.
 
-    python bench/levers.py [--repeats 3] [--images 12288] [--epochs 3] [--only NAME,...]
-    python bench/levers.py --accuracy "bf16 spe 16,fp32 spe 16" [--seeds 3] [--accuracy-epochs 3]
+    python -m bench.experiments.levers [--repeats 3] [--images 12288] [--epochs 3] [--only NAME,...]
+    python -m bench.experiments.levers --accuracy "bf16 spe 16,fp32 spe 16" [--seeds 3] [--accuracy-epochs 3]
 """
 
 from __future__ import annotations
@@ -59,8 +59,14 @@ import subprocess
 import sys
 import time
 
-from common import REPO, RESULTS, fmt, machine_line, save, training_flops_per_image
-from gemm import GEMM_DTYPES, POLICY_DTYPE, gemm_gflops
+from pathlib import Path
+
+from bench import common
+
+from bench.common import REPO, fmt, machine_line, save, training_flops_per_image
+from bench.gemm import GEMM_DTYPES, POLICY_DTYPE, gemm_gflops
+
+common.RESULTS = Path(__file__).resolve().parent / "results"  # this experiment's results, kept beside it
 
 BASE = {"batch": 256, "lr": 0.002, "spe": 1, "uint8": False, "val_batch": 0, "intra": 0, "inter": 0, "env": {}}
 POLICIES = {"bf16": "mixed_bfloat16", "fp32": "float32"}
@@ -248,8 +254,8 @@ def accuracy_worker(cfg: dict, epochs: int, seed: int) -> dict:
 def run_worker(name: str, *args: str) -> dict:
     cfg = config(name)
     env = {**os.environ, **cfg["env"]}
-    out = subprocess.run([sys.executable, __file__, "--worker", name, *args], capture_output=True, text=True,
-                         env=env)
+    out = subprocess.run([sys.executable, "-m", "bench.experiments.levers", "--worker", name, *args], cwd=REPO,
+                         capture_output=True, text=True, env=env)
     if out.returncode:
         raise RuntimeError(f"{name}: exit {out.returncode}\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -283,7 +289,7 @@ def speed(args) -> None:
 
 def rerender_speed(args) -> None:
     """Rewrite the throughput table from ``results/<name>.json`` (after a change to the table's layout)."""
-    data = json.loads((RESULTS / f"{args.name}.json").read_text())["speed"]
+    data = json.loads((common.RESULTS / f"{args.name}.json").read_text())["speed"]
     args.images, args.epochs = data["images"], data["epochs"]
     gemm = {dtype: data["gemm_gflops"][dtype]["runs"] for dtype in GEMM_DTYPES}
     args.repeats = len(gemm["float32"])
@@ -350,7 +356,7 @@ PARTS = {"speed": "Throughput", "accuracy": "Accuracy check"}
 
 def save_part(name: str, part: str, table: str, data: dict) -> None:
     """Write ``part`` (speed or accuracy) into ``results/<name>.md/.json``, keeping the other part's last run."""
-    path = RESULTS / f"{name}.json"
+    path = common.RESULTS / f"{name}.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     parts = {p: old[p] for p in PARTS if p in old and p != part}
     parts[part] = {"table": table, **data}

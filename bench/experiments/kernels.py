@@ -15,7 +15,7 @@ optimizer and the input pipeline cost nothing. It is an estimate, not a
 bound: in a real step TensorFlow can run independent kernels (an input and
 a weight gradient) at the same time.
 
-    python bench/kernels.py [--batch 256] [--rounds 3]
+    python -m bench.experiments.kernels [--batch 256] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -25,8 +25,14 @@ import statistics
 import sys
 import time
 
-from common import machine_line, save, training_flops_per_image
-from gemm import GEMM_DTYPES, gemm_rates
+from pathlib import Path
+
+from bench import common
+
+from bench.common import machine_line, save, training_flops_per_image
+from bench.gemm import GEMM_DTYPES, gemm_rates
+
+common.RESULTS = Path(__file__).resolve().parent / "results"  # this experiment's results, kept beside it
 
 
 def training_step_ms(policy: str, batch: int, steps: int = 64) -> float:
